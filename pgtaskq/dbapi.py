@@ -1,0 +1,34 @@
+"""Run pgtaskq's statements on whatever connection the caller hands us.
+
+``enqueue(..., conn=...)`` must write in the caller's own transaction, and callers hold
+psycopg 3 connections, psycopg2 connections or Django's connection proxy. All three accept
+``%(name)s`` parameters through a cursor, so one small function covers them; pgtaskq never
+commits, rolls back or changes the autocommit mode of a connection it did not open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import psycopg
+
+
+def execute(conn: Any, query: str, params: Mapping[str, Any] | None = None) -> list[tuple]:
+    """Execute ``query`` on ``conn`` and return all rows (empty when it returns none)."""
+    if isinstance(conn, psycopg.Connection):
+        with conn.cursor() as cur:
+            cur.execute(query, params)
+            return cur.fetchall() if cur.description is not None else []
+    if not hasattr(conn, "cursor"):
+        raise TypeError(
+            f"conn= must be a psycopg 3, psycopg2 or Django connection, "
+            f"got {type(conn).__name__}"
+        )
+    cur = conn.cursor()
+    try:
+        cur.execute(query, params)
+        rows: Sequence[Any] = cur.fetchall() if cur.description is not None else []
+        return [tuple(row) for row in rows]
+    finally:
+        cur.close()

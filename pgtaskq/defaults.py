@@ -1,0 +1,68 @@
+"""Default settings, one constant each, in one place so the docs and the code agree.
+
+Every value here can be overridden: per task (``@tq.task(...)``), per enqueue
+(``.using(...)``) or per worker (``Worker(...)`` and ``pgtaskq worker`` options).
+Times are in seconds.
+"""
+
+from __future__ import annotations
+
+SCHEMA = "pgtaskq"
+"""Schema holding pgtaskq's tables; ``$PGTASKQ_SCHEMA`` overrides it."""
+
+QUEUE = "default"
+"""Queue a task goes to when neither the task nor the enqueue names one."""
+
+PRIORITY = 0
+"""Higher runs first; equal priority runs in enqueue order."""
+
+MAX_ATTEMPTS = 20
+"""Attempts before a failing job ends ``failed`` (20 attempts span about a day of backoff)."""
+
+EMBEDDED_PATH = ".pgtaskq"
+"""Data directory of the embedded server for ``dsn="embedded"``."""
+
+POOL_MIN_SIZE = 1
+"""Connections the TaskQueue's own pool keeps open."""
+
+POOL_MAX_SIZE = 10
+"""Most connections the TaskQueue's own pool opens."""
+
+CONCURRENCY = 8
+"""Slot threads per worker process."""
+
+POLL_INTERVAL = 2.0
+"""Longest an idle worker sleeps between looks at the table when no NOTIFY arrives."""
+
+LEASE = 60.0
+"""How long a lease lasts without a heartbeat: a dead worker's jobs come back after this."""
+
+HEARTBEAT_INTERVAL = 10.0
+"""How often the heartbeat thread extends the leases of running jobs."""
+
+RESCUE_INTERVAL = 15.0
+"""How often a worker looks for jobs whose lease expired (their worker died)."""
+
+GRACE = 30.0
+"""Seconds running jobs get to finish after SIGTERM before they are handed back."""
+
+BACKOFF_BASE = 5.0
+"""Delay before the first automatic retry; it doubles with each attempt."""
+
+BACKOFF_CAP = 3600.0
+"""Longest backoff between two attempts."""
+
+COMPLETER_FLUSH_INTERVAL = 0.005
+"""Longest a finished job's outcome waits before it is written (in a batch)."""
+
+COMPLETER_BATCH_SIZE = 200
+"""Most outcomes written by one statement."""
+
+WORKER_LOST_AFTER = 3 * HEARTBEAT_INTERVAL
+"""A worker whose registry row was not refreshed for this long is shown as lost."""
+
+KEEP_SUCCEEDED = 24 * 3600.0
+"""How long succeeded jobs stay in the history before workers prune them."""
+
+KEEP_FAILED = 7 * 24 * 3600.0
+"""How long failed and cancelled jobs stay in the history before workers prune them."""

@@ -1,0 +1,55 @@
+"""The exceptions pgtaskq raises, under one base class.
+
+Every class sets ``__module__`` to ``pgtaskq`` so tracebacks and ``repr`` show the public
+path users import from, not the private module that defines it.
+"""
+
+from __future__ import annotations
+
+
+class PgtaskqError(Exception):
+    """Base class of every error pgtaskq raises on purpose."""
+
+
+class ConfigurationError(PgtaskqError, ValueError):
+    """A setting is missing or invalid (DSN, schema name, option names)."""
+
+
+class SchemaNotInstalledError(PgtaskqError):
+    """The pgtaskq tables are missing in the target schema: run ``pgtaskq install``."""
+
+
+class SchemaVersionError(PgtaskqError):
+    """The installed schema is newer than this version of pgtaskq understands."""
+
+
+class JobNotFoundError(PgtaskqError, LookupError):
+    """No job has the given id."""
+
+
+class DatabaseUnavailableError(PgtaskqError):
+    """The database could not be reached (bad DSN, server down, authentication failed)."""
+
+
+class Retry(Exception):
+    """Raised inside a task to run it again later; counts as an attempt.
+
+    ``delay`` in seconds overrides the exponential backoff; ``None`` uses the backoff.
+    """
+
+    def __init__(self, delay: float | None = None, reason: str | None = None) -> None:
+        if delay is not None and delay < 0:
+            raise ValueError(f"Retry delay must be >= 0 seconds, got {delay!r}")
+        self.delay = delay
+        self.reason = reason
+        super().__init__(reason or (f"retry requested in {delay}s" if delay is not None
+                                    else "retry requested"))
+
+
+class Cancelled(Exception):
+    """Raised by ``JobContext.check_cancelled()`` once a cancel was requested for the job."""
+
+
+for _cls in (PgtaskqError, ConfigurationError, SchemaNotInstalledError, SchemaVersionError,
+             JobNotFoundError, DatabaseUnavailableError, Retry, Cancelled):
+    _cls.__module__ = "pgtaskq"

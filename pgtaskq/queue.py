@@ -1,0 +1,416 @@
+"""``TaskQueue``: the task registry and the producer side (enqueue, inspect, cancel, retry).
+
+Web processes import this and nothing else: enqueueing needs one statement on either the
+caller's connection (``conn=``, inside the caller's transaction, never committed here) or
+a connection of the queue's own small pool (autocommit, so the job is durable when the call
+returns). The pool is opened lazily, so defining ``tq = TaskQueue()`` at import time costs
+nothing and needs no database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from pgtaskq import dbapi, defaults, embedded, options
+from pgtaskq import schema as schema_admin
+from pgtaskq.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    PgtaskqError,
+    SchemaNotInstalledError,
+)
+from pgtaskq.job import Job
+from pgtaskq.sql import channel_name, render, validate_schema_name
+from pgtaskq.sql import jobs as job_sql
+from pgtaskq.task import Task
+
+_DEDUPE_RACE_RETRIES = 5
+
+
+class TaskQueue:
+    """Registry of tasks plus the API to enqueue and manage jobs in one pgtaskq schema."""
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        schema: str | None = None,
+        *,
+        pool_min_size: int = defaults.POOL_MIN_SIZE,
+        pool_max_size: int = defaults.POOL_MAX_SIZE,
+        default_queue: str = defaults.QUEUE,
+        default_max_attempts: int = defaults.MAX_ATTEMPTS,
+    ) -> None:
+        self._dsn = dsn
+        self.schema = validate_schema_name(
+            schema or os.environ.get("PGTASKQ_SCHEMA") or defaults.SCHEMA
+        )
+        self.channel = channel_name(self.schema)
+        self.default_queue = options.check_queue(default_queue)
+        self.default_max_attempts = options.check_max_attempts(default_max_attempts)
+        self.tasks: dict[str, Task] = {}
+        self._pool_min_size = pool_min_size
+        self._pool_max_size = pool_max_size
+        self._pool: ConnectionPool | None = None
+        self._pool_lock = threading.Lock()
+        self._conninfo: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<TaskQueue schema={self.schema} tasks={len(self.tasks)}>"
+
+    # -- configuration and connections --------------------------------------------------
+
+    @property
+    def dsn(self) -> str:
+        """The configured DSN (``$PGTASKQ_DSN`` when none was given)."""
+        dsn = self._dsn or os.environ.get("PGTASKQ_DSN")
+        if not dsn:
+            raise ConfigurationError(
+                "no database configured: pass TaskQueue(dsn=...) or set PGTASKQ_DSN"
+            )
+        return dsn
+
+    @property
+    def conninfo(self) -> str:
+        """A libpq connection string (the embedded server is started on first use)."""
+        if self._conninfo is None:
+            self._conninfo = embedded.resolve(self.dsn)
+        return self._conninfo
+
+    def connect(self, *, autocommit: bool = True, **kwargs: Any) -> psycopg.Connection:
+        """A new connection of our own (not from the pool), with a readable error."""
+        try:
+            return psycopg.connect(self.conninfo, autocommit=autocommit, **kwargs)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailableError(
+                f"cannot connect to PostgreSQL: {_first_line(exc)}"
+            ) from exc
+
+    @property
+    def pool(self) -> ConnectionPool:
+        """The queue's own connection pool, opened on first use."""
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    # Connect once directly first: a bad DSN then fails at once with
+                    # libpq's message instead of after the pool's timeout.
+                    self.connect(connect_timeout=10).close()
+                    self._pool = ConnectionPool(
+                        self.conninfo,
+                        min_size=self._pool_min_size,
+                        max_size=self._pool_max_size,
+                        kwargs={"autocommit": True},
+                        check=ConnectionPool.check_connection,
+                        name=f"pgtaskq-{self.schema}",
+                        open=True,
+                    )
+        return self._pool
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """Borrow an autocommit connection from the pool; errors are made readable."""
+        with self._readable_errors(), self.pool.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        """Close the pool (it reopens on next use)."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+    @contextlib.contextmanager
+    def _readable_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.errors.UndefinedTable as exc:
+            raise SchemaNotInstalledError(
+                f"pgtaskq is not installed in schema {self.schema!r}: run 'pgtaskq install'"
+            ) from exc
+
+    def _run(self, query_template: str, params: Mapping[str, Any], conn: Any = None) -> list:
+        query = render(self.schema, query_template)
+        if conn is not None:
+            with self._readable_errors():
+                return dbapi.execute(conn, query, params)
+        with self.connection() as own:
+            return dbapi.execute(own, query, params)
+
+    # -- schema -------------------------------------------------------------------------
+
+    def install(self) -> tuple[int, int]:
+        """Create or upgrade the schema (idempotent); return (version before, after)."""
+        return self.upgrade()
+
+    def upgrade(self) -> tuple[int, int]:
+        """Apply pending migrations under an advisory lock; return (before, after)."""
+        with self.connect() as conn:
+            return schema_admin.upgrade(conn, self.schema)
+
+    def uninstall(self) -> bool:
+        """Drop pgtaskq's tables (jobs included!); return whether it was installed."""
+        with self.connect() as conn:
+            return schema_admin.uninstall(conn, self.schema)
+
+    def check_installed(self) -> int:
+        """Installed version; ``SchemaNotInstalledError`` saying what to run otherwise."""
+        with self.connect() as conn:
+            return schema_admin.require_installed(conn, self.schema)
+
+    # -- tasks --------------------------------------------------------------------------
+
+    def task(
+        self,
+        func: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int = defaults.PRIORITY,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Register a function as a task: ``@tq.task`` or ``@tq.task(name=..., ...)``."""
+
+        def register(function: Callable[..., Any]) -> Task:
+            task = Task(
+                self,
+                function,
+                name=name or f"{function.__module__}.{function.__qualname__}",
+                queue=queue or self.default_queue,
+                priority=priority,
+                max_attempts=max_attempts or self.default_max_attempts,
+                timeout=timeout,
+            )
+            existing = self.tasks.get(task.name)
+            if existing is not None and existing.func is not function:
+                raise ConfigurationError(f"two tasks are named {task.name!r}")
+            self.tasks[task.name] = task
+            return task
+
+        if func is not None:
+            return register(func)
+        return register
+
+    # -- enqueue ------------------------------------------------------------------------
+
+    def _job_params(
+        self,
+        task_name: str,
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        queue: str | None,
+        priority: int | None,
+        run_at: datetime | None,
+        delay: float | None,
+        dedupe_key: str | None,
+        max_attempts: int | None,
+    ) -> dict[str, Any]:
+        """Validated statement parameters of one job; defaults from the task if known."""
+        options.check_task_name(task_name)
+        task = self.tasks.get(task_name)
+        args_json, kwargs_json = options.check_args(args, kwargs)
+        delay_seconds, run_at = options.check_schedule(delay, run_at)
+        return {
+            "task": task_name,
+            "queue": options.check_queue(
+                queue or (task.queue if task else self.default_queue)
+            ),
+            "args": args_json,
+            "kwargs": kwargs_json,
+            "priority": options.check_priority(
+                priority if priority is not None else (task.priority if task else 0)
+            ),
+            "run_at": run_at,
+            "delay": delay_seconds,
+            "max_attempts": options.check_max_attempts(
+                max_attempts
+                if max_attempts is not None
+                else (task.max_attempts if task else self.default_max_attempts)
+            ),
+            "dedupe_key": options.check_dedupe_key(dedupe_key),
+        }
+
+    def enqueue(
+        self,
+        task_name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        run_at: datetime | None = None,
+        delay: float | None = None,
+        dedupe_key: str | None = None,
+        max_attempts: int | None = None,
+        conn: Any = None,
+        schedule: str | None = None,
+    ) -> int:
+        """Enqueue one job of ``task_name``; return its id (an existing id on dedupe).
+
+        With ``conn=`` the row and its NOTIFY are written in that connection's current
+        transaction: nothing exists until the caller commits. A task name no worker knows
+        is accepted: the job waits, queued, until a worker that has the task runs.
+        """
+        params = self._job_params(
+            task_name, args, kwargs, queue, priority, run_at, delay, dedupe_key, max_attempts
+        )
+        params["channel"] = self.channel
+        params["schedule"] = schedule
+        for _ in range(_DEDUPE_RACE_RETRIES):
+            rows = self._run(job_sql.ENQUEUE_ONE, params, conn)
+            if rows:
+                return int(rows[0][0])
+            # The key's holder committed after our snapshot (invisible to the statement)
+            # or finished meanwhile: look again with a fresh snapshot, or insert again.
+            found = self._run(
+                job_sql.FIND_BY_DEDUPE_KEYS, {"dedupe_keys": [params["dedupe_key"]]}, conn
+            )
+            if found:
+                return int(found[0][1])
+        raise PgtaskqError(f"could not enqueue with dedupe_key {params['dedupe_key']!r}")
+
+    def enqueue_many(
+        self, task_name: str, jobs: Sequence[Mapping[str, Any]], *, conn: Any = None
+    ) -> list[int]:
+        """Enqueue many jobs of one task in one statement; ids come back in input order.
+
+        Each item is a dict with any of: args, kwargs, queue, priority, delay, run_at,
+        dedupe_key, max_attempts.
+        """
+        if isinstance(jobs, (str, bytes, Mapping)) or not isinstance(jobs, Sequence):
+            raise TypeError("enqueue_many() takes a list of dicts, one per job")
+        rows_params = []
+        for position, item in enumerate(jobs):
+            if not isinstance(item, Mapping):
+                raise TypeError(f"enqueue_many() item {position} is not a dict: {item!r:.60}")
+            options.check_option_names(item, options.MANY_ITEM_KEYS, "enqueue_many() items")
+            rows_params.append(
+                self._job_params(
+                    task_name,
+                    item.get("args"),
+                    item.get("kwargs"),
+                    item.get("queue"),
+                    item.get("priority"),
+                    item.get("run_at"),
+                    item.get("delay"),
+                    item.get("dedupe_key"),
+                    item.get("max_attempts"),
+                )
+            )
+        if not rows_params:
+            return []
+        params = {
+            "channel": self.channel,
+            "queues": [p["queue"] for p in rows_params],
+            "tasks": [p["task"] for p in rows_params],
+            "args": [p["args"] for p in rows_params],
+            "kwargs": [p["kwargs"] for p in rows_params],
+            "priorities": [p["priority"] for p in rows_params],
+            "run_ats": [p["run_at"] for p in rows_params],
+            "delays": [p["delay"] for p in rows_params],
+            "max_attempts": [p["max_attempts"] for p in rows_params],
+            "dedupe_keys": [p["dedupe_key"] for p in rows_params],
+        }
+        rows = self._run(job_sql.ENQUEUE_MANY, params, conn)
+        return self._ids_in_input_order(params["dedupe_keys"], rows, conn)
+
+    def _ids_in_input_order(
+        self, dedupe_keys: list[str | None], rows: list[tuple], conn: Any
+    ) -> list[int]:
+        """Map the statement's rows back to input positions.
+
+        New ids are assigned in input order (``INSERT ... SELECT ... ORDER BY ord``), so the
+        created rows sorted by id line up with the input rows that were inserted: every row
+        without a key, and the first row of each key that was not already taken.
+        """
+        created = sorted((int(r[0]), r[1]) for r in rows if r[2])
+        by_key: dict[str, int] = {r[1]: int(r[0]) for r in rows if not r[2]}
+        created_keys = {key for _, key in created if key is not None}
+        ids: list[int] = []
+        position = 0
+        unresolved: list[int] = []
+        for index, key in enumerate(dedupe_keys):
+            if key is None or (key in created_keys and key not in by_key):
+                job_id, created_key = created[position]
+                position += 1
+                if created_key != key:  # pragma: no cover - guards the ordering invariant
+                    raise PgtaskqError("enqueue_many: ids did not come back in input order")
+                if key is not None:
+                    by_key[key] = job_id
+                ids.append(job_id)
+            elif key in by_key:
+                ids.append(by_key[key])
+            else:
+                ids.append(-1)
+                unresolved.append(index)
+        if unresolved:
+            keys = sorted({dedupe_keys[i] for i in unresolved})  # type: ignore[type-var]
+            found = dict(self._run(job_sql.FIND_BY_DEDUPE_KEYS, {"dedupe_keys": keys}, conn))
+            for index in unresolved:
+                if dedupe_keys[index] not in found:
+                    raise PgtaskqError(
+                        f"enqueue_many: job with dedupe_key {dedupe_keys[index]!r} finished "
+                        "while being enqueued; enqueue it again"
+                    )
+                ids[index] = int(found[dedupe_keys[index]])
+        return ids
+
+    # -- inspect and manage -------------------------------------------------------------
+
+    def get_job(self, job_id: int) -> Job | None:
+        """The job with this id, live or finished; ``None`` if there is none."""
+        rows = self._run(job_sql.GET, {"id": int(job_id)})
+        return Job.from_row(rows[0]) if rows else None
+
+    def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """Newest jobs first, filtered by status, task and queue."""
+        from pgtaskq.job import FINAL_STATUSES, LIVE_STATUSES, STATUSES
+
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+        params = {"status": status, "task": task, "queue": queue, "limit": int(limit)}
+        rows: list[tuple] = []
+        if status is None or status in LIVE_STATUSES:
+            rows += self._run(job_sql.LIST_LIVE, params)
+        if status is None or status in FINAL_STATUSES:
+            rows += self._run(job_sql.LIST_HISTORY, params)
+        rows.sort(key=lambda row: row[0], reverse=True)
+        return [Job.from_row(row) for row in rows[: int(limit)]]
+
+    def cancel(self, job_id: int, *, conn: Any = None) -> bool:
+        """Cancel a job: a queued one at once; a running one is asked to stop.
+
+        Returns False when the job does not exist or has already finished.
+        """
+        rows = self._run(job_sql.CANCEL, {"id": int(job_id), "channel": self.channel}, conn)
+        return bool(rows)
+
+    def retry(self, job_id: int, *, conn: Any = None) -> bool:
+        """Queue a failed or cancelled job again, with a fresh count of attempts."""
+        try:
+            rows = self._run(job_sql.RETRY, {"id": int(job_id), "channel": self.channel}, conn)
+        except psycopg.errors.UniqueViolation as exc:
+            raise PgtaskqError(
+                f"cannot retry job {job_id}: another job with its dedupe_key is queued or "
+                "running"
+            ) from exc
+        return bool(rows)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

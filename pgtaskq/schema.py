@@ -1,0 +1,94 @@
+"""Install, upgrade and remove pgtaskq's tables: versioned migrations under an advisory lock.
+
+The whole upgrade runs in one transaction holding a transaction-level advisory lock keyed
+on the schema name, so any number of processes may run ``install`` at the same moment (say,
+every replica of a web app at boot): the first applies the migrations, the others wait for
+it and then find nothing left to do. PostgreSQL's transactional DDL means a failed
+migration leaves the previous version intact.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from pgtaskq._version import __version__
+from pgtaskq.errors import SchemaNotInstalledError, SchemaVersionError
+from pgtaskq.sql import migrations, render
+
+
+def installed_version(conn: psycopg.Connection, schema: str) -> int:
+    """Version of the schema in the database; 0 when pgtaskq is not installed there."""
+    exists = conn.execute(
+        render(schema, migrations.TABLE_EXISTS),
+        {"qualified": f'"{schema}".schema_version'},
+    ).fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = conn.execute(render(schema, migrations.INSTALLED_VERSION)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def upgrade(conn: psycopg.Connection, schema: str, target: int | None = None) -> tuple[int, int]:
+    """Bring ``schema`` to version ``target`` (default: latest); return (before, after).
+
+    Idempotent: running it on an up-to-date schema changes nothing. ``conn`` must not be
+    in a transaction; the migration commits its own.
+    """
+    target = migrations.LATEST_VERSION if target is None else target
+    if not 0 <= target <= migrations.LATEST_VERSION:
+        raise ValueError(f"unknown schema version {target}")
+    with conn.transaction():
+        conn.execute(render(schema, migrations.INSTALL_LOCK), {"schema": schema})
+        conn.execute(render(schema, migrations.CREATE_SCHEMA))
+        conn.execute(render(schema, migrations.SCHEMA_VERSION_TABLE))
+        before = installed_version(conn, schema)
+        if before > migrations.LATEST_VERSION:
+            raise SchemaVersionError(
+                f"schema {schema!r} is at version {before}, newer than this pgtaskq "
+                f"({__version__}) knows ({migrations.LATEST_VERSION}); upgrade pgtaskq"
+            )
+        for version in range(before, target):
+            conn.execute(render(schema, migrations.MIGRATIONS[version]))
+            conn.execute(
+                render(schema, migrations.RECORD_VERSION),
+                {"version": version + 1, "pgtaskq_version": __version__},
+            )
+    return before, max(before, target)
+
+
+def uninstall(conn: psycopg.Connection, schema: str) -> bool:
+    """Drop pgtaskq's tables and function; drop the schema too if nothing else is in it.
+
+    Only pgtaskq's own objects are dropped by name, never ``DROP SCHEMA ... CASCADE``: a
+    schema that also holds the user's tables (``public``, say) keeps them. Returns whether
+    pgtaskq was installed.
+    """
+    with conn.transaction():
+        conn.execute(render(schema, migrations.INSTALL_LOCK), {"schema": schema})
+        was_installed = installed_version(conn, schema) > 0
+        conn.execute(render(schema, migrations.UNINSTALL))
+        empty = conn.execute(render(schema, migrations.SCHEMA_IS_EMPTY), {"schema": schema})
+        row = empty.fetchone()
+        if row and row[0]:
+            conn.execute(render(schema, migrations.DROP_SCHEMA))
+    return was_installed
+
+
+def require_installed(conn: psycopg.Connection, schema: str) -> int:
+    """Return the installed version, or raise the error that tells the user what to run."""
+    version = installed_version(conn, schema)
+    if version == 0:
+        raise SchemaNotInstalledError(
+            f"pgtaskq is not installed in schema {schema!r}: run 'pgtaskq install'"
+        )
+    if version > migrations.LATEST_VERSION:
+        raise SchemaVersionError(
+            f"schema {schema!r} is at version {version}, newer than this pgtaskq "
+            f"({__version__}) knows ({migrations.LATEST_VERSION}); upgrade pgtaskq"
+        )
+    if version < migrations.LATEST_VERSION:
+        raise SchemaVersionError(
+            f"schema {schema!r} is at version {version}, this pgtaskq needs "
+            f"{migrations.LATEST_VERSION}: run 'pgtaskq upgrade'"
+        )
+    return version

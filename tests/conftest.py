@@ -1,0 +1,1 @@
+"""Suite-wide settings; the fixtures come from the ``pgtaskq.testing`` plugin."""

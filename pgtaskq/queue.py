@@ -21,6 +21,7 @@ from psycopg_pool import ConnectionPool
 
 from pgtaskq import dbapi, defaults, embedded, options
 from pgtaskq import schema as schema_admin
+from pgtaskq.context import JobContext
 from pgtaskq.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
@@ -33,6 +34,8 @@ from pgtaskq.sql import jobs as job_sql
 from pgtaskq.task import Task
 
 _DEDUPE_RACE_RETRIES = 5
+
+JobMiddleware = Callable[["JobContext", Callable[[], Any]], Any]
 
 
 class TaskQueue:
@@ -56,6 +59,7 @@ class TaskQueue:
         self.default_queue = options.check_queue(default_queue)
         self.default_max_attempts = options.check_max_attempts(default_max_attempts)
         self.tasks: dict[str, Task] = {}
+        self.job_middlewares: list[JobMiddleware] = []
         self._pool_min_size = pool_min_size
         self._pool_max_size = pool_max_size
         self._pool: ConnectionPool | None = None
@@ -197,6 +201,16 @@ class TaskQueue:
         if func is not None:
             return register(func)
         return register
+
+    def add_job_middleware(self, middleware: JobMiddleware) -> JobMiddleware:
+        """Wrap every job the workers of this queue run: ``middleware(job, call_next)``.
+
+        ``job`` is the JobContext, ``call_next()`` runs the rest of the chain and the task
+        and returns its result. Integrations use it (Django closes stale connections around
+        each job); the first added is the outermost.
+        """
+        self.job_middlewares.append(middleware)
+        return middleware
 
     # -- enqueue ------------------------------------------------------------------------
 

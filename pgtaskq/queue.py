@@ -92,6 +92,9 @@ class TaskQueue:
         """A new connection of our own (not from the pool), with a readable error."""
         try:
             return psycopg.connect(self.conninfo, autocommit=autocommit, **kwargs)
+        except psycopg.ProgrammingError as exc:
+            # libpq could not parse the DSN itself (``missing "=" after ...``).
+            raise ConfigurationError(f"invalid DSN: {_first_line(exc)}") from exc
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailableError(
                 f"cannot connect to PostgreSQL: {_first_line(exc)}"

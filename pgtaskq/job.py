@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from datetime import datetime
 from typing import Any
 
@@ -37,13 +36,12 @@ class Job:
 
     @classmethod
     def from_row(cls, row: tuple) -> Job:
-        """Build a Job from a row in the column order of ``sql.jobs.JOB_COLUMNS``."""
-        values = list(row)
-        # args, kwargs and result arrive decoded from psycopg; strings from other drivers.
-        for index in (4, 5, 14):
-            if isinstance(values[index], str):
-                values[index] = json.loads(values[index])
-        return cls(*values)
+        """Build a Job from a row in the column order of ``sql.jobs.JOB_COLUMNS``.
+
+        Rows come from pgtaskq's own psycopg 3 connections, which decode jsonb already (a
+        stored JSON string, like the repr of an unserialisable result, stays a string).
+        """
+        return cls(*row)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (datetimes as ISO 8601 strings)."""

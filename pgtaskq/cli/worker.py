@@ -1,0 +1,107 @@
+"""``pgtaskq worker APP``: import the user's TaskQueue and run a Worker on it.
+
+``APP`` is ``module:attribute`` (``module`` alone means ``module:tq``). The current
+directory is put on ``sys.path`` first, as ``gunicorn`` and ``flask`` do, so
+``pgtaskq worker app.tasks:tq`` works from the project root. An APP that cannot be
+imported, or is not a TaskQueue, is a one-line error with exit status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from pgtaskq import defaults, logs
+from pgtaskq.cli.context import CliContext, one_line, pass_cli
+from pgtaskq.queue import TaskQueue
+
+
+def load_app(app: str) -> TaskQueue:
+    """Import ``module:attribute`` and return the TaskQueue it names."""
+    module_name, _, attribute = app.partition(":")
+    attribute = attribute or "tq"
+    if not module_name:
+        raise click.UsageError(f"APP must be 'module:attribute', got {app!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.UsageError(f"cannot import {module_name!r}: {one_line(exc)}") from exc
+    try:
+        value = module
+        for part in attribute.split("."):
+            value = getattr(value, part)
+    except AttributeError:
+        raise click.UsageError(
+            f"module {module_name!r} has no attribute {attribute!r}"
+        ) from None
+    if not isinstance(value, TaskQueue):
+        raise click.UsageError(
+            f"{app!r} is a {type(value).__name__}, not a pgtaskq.TaskQueue"
+        )
+    return value
+
+
+@click.command("worker")
+@click.argument("app")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1),
+              default=defaults.CONCURRENCY, show_default=True, help="Slot threads.")
+@click.option("-q", "--queue", "queues", multiple=True, metavar="QUEUE",
+              help="Serve only this queue (repeatable); default: all queues.")
+@click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True),
+              default=defaults.POLL_INTERVAL, show_default=True,
+              help="Seconds between polls when no NOTIFY arrives.")
+@click.option("--poll-only", is_flag=True, help="Do not LISTEN (e.g. behind PgBouncer).")
+@click.option("--listen-dsn", metavar="DSN",
+              help="Direct DSN for LISTEN when --dsn goes through a transaction pooler.")
+@click.option("--grace", type=click.FloatRange(min=0), default=defaults.GRACE,
+              show_default=True, help="Seconds running jobs get to finish on SIGTERM.")
+@click.option("--lease", type=click.FloatRange(min=0, min_open=True), default=defaults.LEASE,
+              show_default=True, help="Seconds a lease lasts without a heartbeat.")
+@click.option("--heartbeat-interval", type=click.FloatRange(min=0, min_open=True),
+              default=defaults.HEARTBEAT_INTERVAL, show_default=True)
+@click.option("--rescue-interval", type=click.FloatRange(min=0, min_open=True),
+              default=defaults.RESCUE_INTERVAL, show_default=True,
+              help="Seconds between looks for jobs of dead workers.")
+@click.option("--prefetch", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Jobs leased beyond the free slots (they wait for a slot).")
+@click.option("--backoff-base", type=click.FloatRange(min=0, min_open=True),
+              default=defaults.BACKOFF_BASE, show_default=True,
+              help="Seconds before the first automatic retry; doubles per attempt.")
+@click.option("--backoff-cap", type=click.FloatRange(min=0, min_open=True),
+              default=defaults.BACKOFF_CAP, show_default=True)
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@pass_cli
+@click.pass_context
+def worker_command(ctx: click.Context, cli_context: CliContext, app: str, concurrency: int,
+                   queues: tuple[str, ...], poll_interval: float, poll_only: bool,
+                   listen_dsn: str | None, grace: float, lease: float,
+                   heartbeat_interval: float, rescue_interval: float, prefetch: int,
+                   backoff_base: float, backoff_cap: float, log_level: str) -> None:
+    """Run jobs of the TaskQueue APP (module:attribute) until SIGTERM/SIGINT."""
+    from pgtaskq.worker import Worker
+
+    logs.configure(log_level)
+    tq = load_app(app)
+    parent = ctx.parent
+    if parent is not None:
+        overrides = {}
+        for name in ("dsn", "schema"):
+            source = parent.get_parameter_source(name)
+            if source is not None and source.name == "COMMANDLINE":
+                overrides[name] = getattr(cli_context, name)
+        if overrides:
+            tq.reconfigure(**overrides)
+    worker = Worker(
+        tq, concurrency=concurrency, queues=list(queues) or None,
+        poll_interval=poll_interval, poll_only=poll_only, listen_dsn=listen_dsn,
+        grace=grace, lease=lease, heartbeat_interval=heartbeat_interval,
+        rescue_interval=rescue_interval, prefetch=prefetch,
+        backoff_base=backoff_base, backoff_cap=backoff_cap,
+    )
+    worker.run()

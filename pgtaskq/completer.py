@@ -1,0 +1,189 @@
+"""The completer: one thread that writes job outcomes in batches.
+
+One UPDATE per finished job is what makes naive queues slow; here every outcome that
+arrives within a few milliseconds (or up to a batch size) is written by one statement of
+``unnest()`` arrays. A batch that fails to write (the database restarted, a connection
+was killed) is kept and written again with backoff: an outcome is never dropped while the
+process lives. Until it is written, the job stays held, so the heartbeat keeps its lease.
+
+At-least-once: if the process dies between a job's end and the flush (at most
+``flush_interval`` plus the statement's time, or the length of an outage), its lease
+expires and the job runs again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pgtaskq import defaults
+from pgtaskq.sql import render
+from pgtaskq.sql import worker as worker_sql
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
+    from pgtaskq.held import HeldJob, HeldJobs
+
+log = logging.getLogger("pgtaskq.worker")
+
+MAX_FLUSH_BACKOFF = 5.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended, as the completer writes it."""
+
+    job_id: int
+    attempt: int
+    kind: str  # succeeded | failed | retry | cancelled
+    error: str | None = None
+    result: str | None = None  # JSON text
+    delay: float | None = None  # retry delay override, seconds
+    queue: str = ""
+    task: str = ""
+    wait_ms: float = 0.0
+    run_ms: float = 0.0
+
+    @classmethod
+    def _of(cls, job: HeldJob, kind: str, **fields: object) -> Outcome:
+        now = time.monotonic()
+        run_ms = (now - job.running_since) * 1000 if job.running_since else 0.0
+        wait_ms = max(0.0, (job.started_at - job.run_at).total_seconds() * 1000)
+        return cls(job.id, job.attempt, kind, queue=job.queue, task=job.task,
+                   wait_ms=wait_ms, run_ms=run_ms, **fields)  # type: ignore[arg-type]
+
+    @classmethod
+    def succeeded(cls, job: HeldJob, result: str | None) -> Outcome:
+        return cls._of(job, "succeeded", result=result)
+
+    @classmethod
+    def failed(cls, job: HeldJob, error: str) -> Outcome:
+        return cls._of(job, "failed", error=error)
+
+    @classmethod
+    def retry(cls, job: HeldJob, delay: float | None, error: str) -> Outcome:
+        return cls._of(job, "retry", error=error, delay=delay)
+
+    @classmethod
+    def cancelled(cls, job: HeldJob, error: str) -> Outcome:
+        return cls._of(job, "cancelled", error=error)
+
+
+class Completer:
+    """Collects outcomes from the slots and flushes them in batches."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        schema: str,
+        worker_id: int,
+        held: HeldJobs,
+        *,
+        flush_interval: float = defaults.COMPLETER_FLUSH_INTERVAL,
+        batch_size: int = defaults.COMPLETER_BATCH_SIZE,
+        backoff_base: float = defaults.BACKOFF_BASE,
+        backoff_cap: float = defaults.BACKOFF_CAP,
+        on_requeued: Callable[[float], None] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._schema = schema
+        self._worker_id = worker_id
+        self._held = held
+        self._flush_interval = flush_interval
+        self._batch_size = batch_size
+        self._backoff = (backoff_base, backoff_cap)
+        self._on_requeued = on_requeued
+        self._inbox: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="pgtaskq-completer",
+                                        daemon=True)
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._idle = threading.Condition(self._pending_lock)
+        self.written = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, outcome: Outcome) -> None:
+        with self._pending_lock:
+            self._pending += 1
+        self._inbox.put(outcome)
+
+    def flush_and_stop(self, timeout: float) -> bool:
+        """Write everything received so far, then stop; False if it could not in time."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._pending and time.monotonic() < deadline:
+                self._idle.wait(max(0.0, min(0.1, deadline - time.monotonic())))
+            drained = self._pending == 0
+        self._inbox.put(None)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        return drained
+
+    def _loop(self) -> None:
+        batch: list[Outcome] = []
+        failures = 0
+        stopping = False
+        while True:
+            if not batch:
+                item = self._inbox.get()
+                if item is None:
+                    return
+                batch.append(item)
+            deadline = time.monotonic() + self._flush_interval
+            while len(batch) < self._batch_size:
+                remaining = deadline - time.monotonic()
+                try:
+                    item = self._inbox.get(timeout=remaining) if remaining > 0 \
+                        else self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            try:
+                self._write(batch)
+            except Exception as exc:
+                failures += 1
+                pause = min(MAX_FLUSH_BACKOFF, 0.05 * 2**failures)
+                log.warning("could not write %d job outcomes (attempt %d, retrying in "
+                            "%.2fs): %s", len(batch), failures, pause,
+                            str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+                time.sleep(pause)
+                continue
+            failures = 0
+            for outcome in batch:
+                self._held.release(outcome.job_id, outcome.attempt)
+            with self._idle:
+                self._pending -= len(batch)
+                self._idle.notify_all()
+            self.written += len(batch)
+            batch = []
+            if stopping:
+                return
+
+    def _write(self, batch: list[Outcome]) -> None:
+        params = {
+            "worker_id": self._worker_id,
+            "ids": [o.job_id for o in batch],
+            "attempts": [o.attempt for o in batch],
+            "kinds": [o.kind for o in batch],
+            "errors": [o.error for o in batch],
+            "results": [o.result for o in batch],
+            "delays": [o.delay for o in batch],
+            "backoff_base": self._backoff[0],
+            "backoff_cap": self._backoff[1],
+        }
+        with self._pool.connection(timeout=5) as conn:
+            rows = conn.execute(render(self._schema, worker_sql.COMPLETE), params).fetchall()
+        if self._on_requeued is not None:
+            for kind, _job_id, run_at in rows:
+                if kind == "requeued" and run_at is not None:
+                    self._on_requeued(run_at.timestamp())

@@ -1,0 +1,78 @@
+"""The heartbeat: extends the lease of every job this worker holds, in one statement.
+
+It runs in its own thread so a busy or stuck slot can never starve it (heartbeats starved
+by busy handlers make other queues run jobs twice). Each beat also refreshes the worker's
+registry row (busy and stuck slots), passes cancel requests on to the jobs' contexts, and
+notices leases lost to the rescuer (after an outage longer than the lease): those jobs'
+acknowledgements will be ignored, and the log says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pgtaskq.background import PeriodicThread
+from pgtaskq.sql import render
+from pgtaskq.sql import worker as worker_sql
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
+    from pgtaskq.held import HeldJobs
+
+log = logging.getLogger("pgtaskq.worker")
+
+
+class Heartbeat(PeriodicThread):
+    name = "heartbeat"
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        schema: str,
+        worker_id: int,
+        held: HeldJobs,
+        *,
+        interval: float,
+        lease: float,
+        busy_slots: Callable[[], int],
+        on_beat: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(interval)
+        self._pool = pool
+        self._schema = schema
+        self._worker_id = worker_id
+        self._held = held
+        self._lease = lease
+        self._busy_slots = busy_slots
+        self._on_beat = on_beat
+
+    def run_once(self) -> None:
+        jobs = self._held.snapshot()
+        stuck = sum(1 for job in jobs if job.context.timed_out and not job.finished)
+        params = {
+            "worker_id": self._worker_id,
+            "ids": [job.id for job in jobs],
+            "attempts": [job.attempt for job in jobs],
+            "lease": self._lease,
+            "busy_slots": self._busy_slots(),
+            "stuck_slots": stuck,
+        }
+        with self._pool.connection(timeout=5) as conn:
+            rows = conn.execute(render(self._schema, worker_sql.HEARTBEAT), params).fetchall()
+        still_ours = {job_id: cancel for job_id, cancel in rows}
+        for job in jobs:
+            if job.id not in still_ours:
+                held_now = self._held.get(job.id)
+                if held_now is job and not job.lease_lost:
+                    job.lease_lost = True
+                    log.warning("job %d (%s) lost its lease (attempt %d); another worker "
+                                "may run it, this run's outcome will be ignored",
+                                job.id, job.task, job.attempt)
+            elif still_ours[job.id] and not job.context.cancel_event.is_set():
+                log.info("job %d (%s): cancel requested", job.id, job.task)
+                job.context.cancel_event.set()
+        if self._on_beat is not None:
+            self._on_beat()

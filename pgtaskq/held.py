@@ -1,0 +1,82 @@
+"""The jobs a worker holds a lease on, shared by the main loop, slots, heartbeat, completer.
+
+A job is held from the moment the claim returns it until its outcome is written (or it is
+handed back): the heartbeat extends the lease of every held job, buffered or running, so a
+prefetched job never expires while it waits for a slot, and a finished job stays covered
+until its acknowledgement is flushed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pgtaskq.context import JobContext
+
+
+@dataclass
+class HeldJob:
+    """A leased job and what the worker knows about its run."""
+
+    id: int
+    task: str
+    queue: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    priority: int
+    attempt: int
+    max_attempts: int
+    run_at: datetime
+    started_at: datetime
+    context: JobContext
+    timeout: float | None = None
+    running_since: float | None = None
+    """``time.monotonic()`` when a slot started it (None while buffered)."""
+    finished: bool = False
+    lease_lost: bool = False
+    claimed_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def deadline(self) -> float | None:
+        """Monotonic time at which the task's timeout passes (None: no limit)."""
+        if self.timeout is None or self.running_since is None or self.finished:
+            return None
+        return self.running_since + self.timeout
+
+
+class HeldJobs:
+    """Thread-safe map of job id to ``HeldJob``."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[int, HeldJob] = {}
+        self._lock = threading.Lock()
+
+    def add(self, job: HeldJob) -> None:
+        with self._lock:
+            self._jobs[job.id] = job
+
+    def get(self, job_id: int) -> HeldJob | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def release(self, job_id: int, attempt: int) -> None:
+        """Forget a job once its outcome is written (only the attempt we hold)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None and job.attempt == attempt:
+                del self._jobs[job_id]
+
+    def snapshot(self) -> list[HeldJob]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
+    def __iter__(self) -> Iterator[HeldJob]:
+        return iter(self.snapshot())

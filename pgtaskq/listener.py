@@ -1,0 +1,165 @@
+"""The main loop's alarm clock: the LISTEN socket plus a self-pipe, under one ``select()``.
+
+The main thread sleeps in ``select()`` on both: PostgreSQL notifications (new jobs, cancel
+requests) make the socket readable; slot threads, signal handlers and the other worker
+threads write a byte to the pipe. The caller's timeout is the poll fallback, so progress
+never depends on a NOTIFY arriving: notifications are lost while the connection is down,
+and that is fine.
+
+The LISTEN connection is autocommit and never runs anything but LISTEN, so it never holds
+a transaction open. When it breaks, ``wait()`` reports it, reconnects with backoff, and the
+worker keeps polling meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import select
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+log = logging.getLogger("pgtaskq.worker")
+
+RECONNECT_BACKOFF_MAX = 10.0
+
+
+@dataclass
+class Events:
+    """What woke the main loop."""
+
+    queues: set[str] = field(default_factory=set)
+    """Queues that got runnable jobs (from ``q:`` notifications)."""
+    cancels: list[tuple[int, int]] = field(default_factory=list)
+    """(job id, worker id) pairs of cancel requests (from ``c:`` notifications)."""
+    reconnected: bool = False
+    """The LISTEN connection was (re)established: notifications may have been missed."""
+
+
+class Listener:
+    """``wait(timeout)`` until a notification, a ``wake()`` or the timeout."""
+
+    def __init__(self, conninfo: str | None, channel: str) -> None:
+        self._conninfo = conninfo
+        self._channel = channel
+        self._conn: psycopg.Connection | None = None
+        self._failures = 0
+        self._next_attempt = 0.0
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+
+    @property
+    def listening(self) -> bool:
+        return self._conn is not None
+
+    @property
+    def wake_fd(self) -> int:
+        """Write end of the self-pipe (for ``signal.set_wakeup_fd``)."""
+        return self._write_fd
+
+    def wake(self) -> None:
+        """Interrupt ``wait()`` from any thread (async-signal-safe: one ``write``)."""
+        try:  # noqa: SIM105 - runs in signal handlers: keep it to one plain write
+            os.write(self._write_fd, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: the main loop is awake already
+
+    def connect(self) -> bool:
+        """(Re)open the LISTEN connection if due; True when it is now listening."""
+        if self._conninfo is None or self._conn is not None:
+            return self._conn is not None
+        if time.monotonic() < self._next_attempt:
+            return False
+        try:
+            conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+        except psycopg.Error as exc:
+            self._failures += 1
+            delay = min(RECONNECT_BACKOFF_MAX, 0.2 * 2**self._failures)
+            self._next_attempt = time.monotonic() + delay
+            log.warning("LISTEN failed (%s); polling, next try in %.1fs",
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else exc, delay)
+            return False
+        if self._failures:
+            log.info("LISTEN connection restored")
+        self._failures = 0
+        self._conn = conn
+        return True
+
+    def seconds_to_reconnect(self) -> float | None:
+        """When to try connecting again (None when listening or in poll-only mode)."""
+        if self._conninfo is None or self._conn is not None:
+            return None
+        return max(0.0, self._next_attempt - time.monotonic())
+
+    def wait(self, timeout: float) -> Events:
+        """Block up to ``timeout`` seconds; return the notifications that arrived."""
+        events = Events()
+        if self._conn is None and self.connect():
+            events.reconnected = True
+        fds = [self._read_fd]
+        if self._conn is not None:
+            fds.append(self._conn.fileno())
+        try:
+            readable, _, _ = select.select(fds, [], [], max(0.0, timeout))
+        except OSError as exc:
+            if exc.errno != errno.EINTR:
+                raise
+            readable = []
+        if self._read_fd in readable:
+            self._drain_pipe()
+        if self._conn is not None:
+            self._read_notifications(events)
+        return events
+
+    def _drain_pipe(self) -> None:
+        try:
+            while os.read(self._read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _read_notifications(self, events: Events) -> None:
+        assert self._conn is not None
+        try:
+            for notify in self._conn.notifies(timeout=0):
+                self._parse(notify.payload, events)
+        except psycopg.Error as exc:
+            log.warning("LISTEN connection lost (%s); polling until it is back",
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+            self._drop()
+
+    @staticmethod
+    def _parse(payload: str, events: Events) -> None:
+        kind, _, rest = payload.partition(":")
+        if kind == "q":
+            events.queues.update(q for q in rest.split(",") if q)
+        elif kind == "c":
+            job_id, _, worker_id = rest.partition(":")
+            try:
+                events.cancels.append((int(job_id), int(worker_id)))
+            except ValueError:
+                log.warning("ignored malformed cancel notification %r", payload)
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+        self._conn = None
+        self._failures += 1
+        self._next_attempt = time.monotonic() + min(RECONNECT_BACKOFF_MAX,
+                                                     0.2 * 2**self._failures)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        for fd in (self._read_fd, self._write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)

@@ -1,0 +1,224 @@
+"""Statements the worker runs: lease, acknowledge, heartbeat, rescue, hand back, registry.
+
+Together with ``jobs.py`` these are the whole state machine of a job:
+
+    queued --CLAIM--> running --COMPLETE--> succeeded | failed | cancelled (job_history)
+                         |  \\--COMPLETE (failure, attempts left)--> queued (run_at + backoff)
+                         |---RESCUE (lease expired)--> queued, or failed when out of attempts
+                         \\---HAND_BACK (graceful shutdown)--> queued, attempt not charged
+
+Every transition out of ``running`` is guarded by ``status = 'running' AND worker_id = me
+AND attempts = <the attempt the worker holds>``: a late, duplicate or stale acknowledgement
+(the lease expired and the job runs elsewhere, or again here) changes nothing. ``attempts``
+is incremented by the claim, so it doubles as the lease's fencing token.
+"""
+
+from __future__ import annotations
+
+CLAIM_RETURNING = """
+RETURNING j.id, j.task, j.queue, j.args, j.kwargs, j.priority, j.attempts, j.max_attempts,
+          j.run_at, j.started_at
+"""
+
+CLAIM_SET = """
+UPDATE {schema}.jobs AS j
+SET status = 'running', worker_id = %(worker_id)s, attempts = j.attempts + 1,
+    started_at = now(), cancel_requested = false,
+    lease_expires_at = now() + make_interval(secs => %(lease)s::double precision)
+FROM candidates AS c
+WHERE j.id = c.id
+"""
+
+CLAIM_ANY_QUEUE = """
+WITH candidates AS MATERIALIZED (
+    SELECT id FROM {schema}.jobs
+    WHERE status = 'queued' AND run_at <= now() AND task = ANY(%(tasks)s::text[])
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+""" + CLAIM_SET + CLAIM_RETURNING
+
+CLAIM_QUEUES = """
+WITH candidates AS MATERIALIZED (
+    SELECT id FROM {schema}.jobs
+    WHERE status = 'queued' AND run_at <= now() AND task = ANY(%(tasks)s::text[])
+      AND queue = ANY(%(queues)s::text[])
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+""" + CLAIM_SET + CLAIM_RETURNING
+
+NEXT_DEFERRED = """
+WITH RECURSIVE priorities AS (
+    (SELECT priority FROM {schema}.jobs WHERE status = 'queued'
+     ORDER BY priority DESC LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.priority FROM {schema}.jobs j
+            WHERE j.status = 'queued' AND j.priority < p.priority
+            ORDER BY j.priority DESC LIMIT 1)
+    FROM priorities p WHERE p.priority IS NOT NULL
+)
+SELECT min((SELECT j.run_at FROM {schema}.jobs j
+            WHERE j.status = 'queued' AND j.priority = p.priority AND j.run_at > now()
+            ORDER BY j.run_at LIMIT 1))
+FROM priorities p WHERE p.priority IS NOT NULL
+"""
+"""The earliest future run_at: one index probe per distinct priority on ``jobs_ready``
+(a loose index scan), so it stays cheap with a million queued jobs and needs no index of
+its own."""
+
+COMPLETE = """
+WITH outcome AS (
+    SELECT * FROM unnest(
+        %(ids)s::bigint[], %(attempts)s::integer[], %(kinds)s::text[], %(errors)s::text[],
+        %(results)s::jsonb[], %(delays)s::double precision[]
+    ) AS o(id, attempt, kind, error, result, delay)
+), owned AS MATERIALIZED (
+    SELECT j.id, o.kind, o.error, o.result, o.delay,
+           (o.kind IN ('failed', 'retry') AND j.attempts < j.max_attempts) AS again
+    FROM {schema}.jobs j JOIN outcome o ON o.id = j.id
+    WHERE j.status = 'running' AND j.worker_id = %(worker_id)s AND j.attempts = o.attempt
+    FOR UPDATE OF j
+), requeued AS (
+    UPDATE {schema}.jobs j
+    SET status = 'queued', worker_id = NULL, lease_expires_at = NULL,
+        cancel_requested = false, last_error = w.error,
+        run_at = now() + coalesce(
+            make_interval(secs => w.delay),
+            {schema}.backoff(j.attempts, %(backoff_base)s, %(backoff_cap)s))
+    FROM owned w
+    WHERE j.id = w.id AND w.again
+    RETURNING j.id, j.run_at
+), finished AS (
+    DELETE FROM {schema}.jobs j USING owned w
+    WHERE j.id = w.id AND NOT w.again
+    RETURNING j.*, w.kind AS outcome_kind, w.error AS outcome_error,
+              w.result AS outcome_result
+), archived AS (
+    INSERT INTO {schema}.job_history
+        (id, queue, task, args, kwargs, status, priority, run_at, attempts, max_attempts,
+         dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error,
+         result)
+    SELECT id, queue, task, args, kwargs,
+           CASE outcome_kind WHEN 'succeeded' THEN 'succeeded'
+                             WHEN 'cancelled' THEN 'cancelled' ELSE 'failed' END,
+           priority, run_at, attempts, max_attempts, dedupe_key, schedule, worker_id,
+           created_at, started_at, now(), coalesce(outcome_error, last_error), outcome_result
+    FROM finished
+    RETURNING id
+)
+SELECT 'requeued', id, run_at FROM requeued
+UNION ALL
+SELECT 'archived', id, NULL FROM archived
+"""
+"""Write a batch of outcomes in one statement: retries go back to ``queued`` with the
+backoff computed here, everything else moves to ``job_history``. Returns one row per job
+actually acknowledged (stale outcomes are skipped by the ``owned`` guard)."""
+
+HEARTBEAT = """
+WITH held AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS h(id, attempt)
+), extended AS (
+    UPDATE {schema}.jobs j
+    SET lease_expires_at = now() + make_interval(secs => %(lease)s::double precision)
+    FROM held h
+    WHERE j.id = h.id AND j.attempts = h.attempt AND j.status = 'running'
+      AND j.worker_id = %(worker_id)s
+    RETURNING j.id, j.cancel_requested
+), registry AS (
+    UPDATE {schema}.workers
+    SET last_heartbeat_at = now(), busy_slots = %(busy_slots)s, stuck_slots = %(stuck_slots)s
+    WHERE id = %(worker_id)s
+    RETURNING id
+)
+SELECT id, cancel_requested FROM extended, (SELECT count(*) FROM registry) AS beat
+"""
+"""Extend every lease this worker holds in one statement, refresh its registry row, and
+report cancel requests. A held job missing from the result has lost its lease."""
+
+CANCEL_REQUESTED = """
+SELECT id FROM {schema}.jobs
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'running' AND worker_id = %(worker_id)s
+  AND cancel_requested
+"""
+"""Poll fallback for cancellation when a NOTIFY was missed."""
+
+RESCUE = """
+WITH expired AS MATERIALIZED (
+    SELECT id FROM {schema}.jobs
+    WHERE status = 'running' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), requeued AS (
+    UPDATE {schema}.jobs j
+    SET status = 'queued', worker_id = NULL, lease_expires_at = NULL, run_at = now(),
+        last_error = 'lease expired: worker ' || j.worker_id
+                     || ' stopped heartbeating (attempt ' || j.attempts || ')'
+    FROM expired e
+    WHERE j.id = e.id AND j.attempts < j.max_attempts AND NOT j.cancel_requested
+    RETURNING j.id, j.queue
+), given_up AS (
+    DELETE FROM {schema}.jobs j USING expired e
+    WHERE j.id = e.id AND (j.attempts >= j.max_attempts OR j.cancel_requested)
+    RETURNING j.*
+), archived AS (
+    INSERT INTO {schema}.job_history
+        (id, queue, task, args, kwargs, status, priority, run_at, attempts, max_attempts,
+         dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error)
+    SELECT id, queue, task, args, kwargs,
+           CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END,
+           priority, run_at, attempts, max_attempts, dedupe_key, schedule, worker_id,
+           created_at, started_at, now(),
+           'lease expired: worker ' || worker_id || ' stopped heartbeating (attempt '
+               || attempts || ' of ' || max_attempts || ')'
+    FROM given_up
+    RETURNING id
+), wake AS (
+    SELECT pg_notify(%(channel)s, 'q:' || string_agg(DISTINCT queue, ','))
+    FROM requeued HAVING count(*) > 0
+)
+SELECT 'requeued', id FROM requeued, (SELECT count(*) FROM wake) AS notified
+UNION ALL
+SELECT 'archived', id FROM archived
+"""
+"""Bring back the jobs of dead workers. The attempt their dead worker used stays counted,
+so a job that kills its worker every time ends ``failed`` instead of looping."""
+
+HAND_BACK = """
+WITH returned AS (
+    UPDATE {schema}.jobs j
+    SET status = 'queued', worker_id = NULL, lease_expires_at = NULL,
+        attempts = greatest(j.attempts - 1, 0),
+        run_at = now() + make_interval(secs => %(delay)s::double precision)
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS h(id, attempt)
+    WHERE j.id = h.id AND j.attempts = h.attempt AND j.status = 'running'
+      AND j.worker_id = %(worker_id)s
+    RETURNING j.id, j.queue, j.run_at
+), wake AS (
+    SELECT pg_notify(%(channel)s, 'q:' || string_agg(DISTINCT queue, ','))
+    FROM returned WHERE run_at <= now() HAVING count(*) > 0
+)
+SELECT id FROM returned, (SELECT count(*) FROM wake) AS notified
+"""
+"""Graceful shutdown: jobs this worker will not finish go back to the queue without
+charging the attempt. ``delay`` keeps them from starting elsewhere while this process,
+whose threads may still be inside them, exits."""
+
+REGISTER_WORKER = """
+INSERT INTO {schema}.workers (host, pid, queues, concurrency, pgtaskq_version)
+VALUES (%(host)s, %(pid)s, %(queues)s::text[], %(concurrency)s, %(version)s)
+RETURNING id
+"""
+
+WORKER_STOPPED = """
+UPDATE {schema}.workers SET stopped_at = now(), busy_slots = 0, last_heartbeat_at = now()
+WHERE id = %(worker_id)s
+"""
+
+FORGET_OLD_WORKERS = """
+DELETE FROM {schema}.workers
+WHERE last_heartbeat_at < now() - make_interval(secs => %(older_than)s::double precision)
+"""

@@ -1,0 +1,451 @@
+"""The worker process: a main loop that leases jobs and hands them to slot threads.
+
+Life of a worker, top to bottom (``Worker.run``): check the schema, register in the
+workers table, start the completer, slots, heartbeat and rescuer threads, LISTEN, tell
+systemd READY, loop, and on the way out hand back what will not be finished.
+
+The main loop (``_loop``/``_iterate``) sleeps in ``select()`` on the LISTEN socket and a
+self-pipe (``Listener``). It wakes on a NOTIFY for a queue it serves, a slot finishing
+while a backlog is known, a cancel request, a signal, a task timeout, the next known
+deferred job, or the poll interval (the fallback that makes NOTIFY an optimisation, never
+a requirement). It then leases at most as many jobs as it has free capacity, in ONE
+statement, and never more: a worker never fetches jobs it cannot start soon (``prefetch``
+bounds the few that may wait for a slot, and the heartbeat covers them).
+
+Invariants:
+- no transaction stays open while a job runs: the lease is a committed UPDATE;
+- a job runs in at most one slot anywhere at a time, as long as heartbeats reach the
+  database within the lease; a timed-out job keeps its slot and its lease until its
+  function returns;
+- every outcome is written, or the job's lease expires and it runs again (at-least-once).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from psycopg_pool import ConnectionPool
+
+from pgtaskq import defaults, embedded, systemd
+from pgtaskq._version import __version__
+from pgtaskq.completer import Completer, Outcome
+from pgtaskq.context import JobContext
+from pgtaskq.errors import ConfigurationError
+from pgtaskq.heartbeat import Heartbeat
+from pgtaskq.held import HeldJob, HeldJobs
+from pgtaskq.listener import Events, Listener
+from pgtaskq.options import check_queue
+from pgtaskq.rescuer import Rescuer
+from pgtaskq.slots import Slots
+from pgtaskq.sql import render
+from pgtaskq.sql import worker as worker_sql
+
+if TYPE_CHECKING:
+    from pgtaskq.queue import TaskQueue
+
+log = logging.getLogger("pgtaskq.worker")
+
+DEFERRED_LOOKUP_MIN_INTERVAL = 0.25
+"""Least time between two look-ups of the next deferred job's run_at."""
+
+CLAIM_ERROR_BACKOFF_MAX = 5.0
+HAND_BACK_DELAY = 1.0
+"""Jobs still running at the end of the grace period go back with this delay, so no other
+worker starts them while this process's threads may still be inside them."""
+
+
+def _positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigurationError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+class Worker:
+    """Runs the jobs of a TaskQueue: ``Worker(tq, concurrency=8).run()``."""
+
+    def __init__(
+        self,
+        tq: TaskQueue,
+        concurrency: int = defaults.CONCURRENCY,
+        queues: list[str] | tuple[str, ...] | None = None,
+        *,
+        poll_interval: float = defaults.POLL_INTERVAL,
+        lease: float = defaults.LEASE,
+        heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
+        rescue_interval: float = defaults.RESCUE_INTERVAL,
+        grace: float = defaults.GRACE,
+        prefetch: int = 0,
+        poll_only: bool = False,
+        listen_dsn: str | None = None,
+        backoff_base: float = defaults.BACKOFF_BASE,
+        backoff_cap: float = defaults.BACKOFF_CAP,
+        completer_flush_interval: float = defaults.COMPLETER_FLUSH_INTERVAL,
+        install_signal_handlers: bool = True,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+            raise ConfigurationError(f"prefetch must be an int >= 0, got {prefetch!r}")
+        self.tq = tq
+        self.concurrency = concurrency
+        self.queues = sorted({check_queue(q) for q in queues}) if queues else None
+        self.poll_interval = _positive("poll_interval", poll_interval)
+        self.lease = _positive("lease", lease)
+        self.heartbeat_interval = _positive("heartbeat_interval", heartbeat_interval)
+        if self.heartbeat_interval >= self.lease:
+            raise ConfigurationError(
+                f"heartbeat_interval ({heartbeat_interval}s) must be shorter than the lease "
+                f"({lease}s), or every lease would expire between two heartbeats"
+            )
+        self.rescue_interval = _positive("rescue_interval", rescue_interval)
+        self.grace = float(grace) if grace >= 0 else _positive("grace", grace)
+        self.prefetch = prefetch
+        self.poll_only = poll_only
+        self.listen_dsn = listen_dsn
+        self.backoff_base = _positive("backoff_base", backoff_base)
+        self.backoff_cap = _positive("backoff_cap", backoff_cap)
+        self.completer_flush_interval = _positive("completer_flush_interval",
+                                                  completer_flush_interval)
+        self.install_signal_handlers = install_signal_handlers
+        self.worker_id: int | None = None
+
+        self._stop_requested = threading.Event()
+        self._interrupts = 0
+        self._lock = threading.Lock()
+        self._outstanding = 0  # claimed and not yet finished by a slot
+        self._backlog = False  # the last claim came back full
+        self._next_deferred: float | None = None  # epoch seconds
+        self._last_deferred_lookup = 0.0
+        self._claim_failures = 0
+        self._claim_not_before = 0.0
+        self._listener: Listener | None = None
+
+    # -- public -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the worker to stop gracefully (any thread; returns at once)."""
+        self._stop_requested.set()
+        if self._listener is not None:
+            self._listener.wake()
+
+    @property
+    def capacity(self) -> int:
+        return self.concurrency + self.prefetch
+
+    def run(self) -> None:
+        """Run until ``stop()``, SIGTERM or SIGINT; then shut down gracefully."""
+        self.tq.check_installed()
+        task_names = sorted(self.tq.tasks)
+        if not task_names:
+            raise ConfigurationError(
+                "the TaskQueue has no tasks registered: import the modules that define "
+                "them before starting the worker"
+            )
+        self._task_names = task_names
+        conninfo = self.tq.conninfo
+        self._pool = ConnectionPool(
+            conninfo, min_size=2, max_size=4, kwargs={"autocommit": True},
+            check=ConnectionPool.check_connection, name="pgtaskq-worker", open=True,
+        )
+        try:
+            self._run_with_pool(conninfo)
+        finally:
+            self._pool.close()
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def _run_with_pool(self, conninfo: str) -> None:
+        schema = self.tq.schema
+        with self._pool.connection(timeout=30) as conn:
+            row = conn.execute(render(schema, worker_sql.REGISTER_WORKER), {
+                "host": socket.gethostname(), "pid": os.getpid(), "queues": self.queues,
+                "concurrency": self.concurrency, "version": __version__,
+            }).fetchone()
+        assert row is not None
+        self.worker_id = worker_id = int(row[0])
+        self._held = HeldJobs()
+        self._completer = Completer(
+            self._pool, schema, worker_id, self._held,
+            flush_interval=self.completer_flush_interval,
+            backoff_base=self.backoff_base, backoff_cap=self.backoff_cap,
+            on_requeued=self._note_deferred,
+        )
+        self._slots = Slots(self.concurrency, self._resolve, self.tq.job_middlewares,
+                            self._on_outcome)
+        self._heartbeat = Heartbeat(
+            self._pool, schema, worker_id, self._held, interval=self.heartbeat_interval,
+            lease=self.lease, busy_slots=lambda: self._slots.busy,
+        )
+        self._rescuer = Rescuer(self._pool, schema, self.tq.channel,
+                                interval=self.rescue_interval)
+        listen_conninfo = None if self.poll_only else (
+            embedded.resolve(self.listen_dsn) if self.listen_dsn else conninfo)
+        self._listener = Listener(listen_conninfo, self.tq.channel)
+        previous_handlers = self._install_signal_handlers()
+        try:
+            self._completer.start()
+            self._slots.start()
+            self._heartbeat.start()
+            self._rescuer.start()
+            if listen_conninfo is not None:
+                self._listener.connect()
+            systemd.notify("READY=1\nSTATUS=processing jobs")
+            log.info("worker %d ready: pid %d, concurrency %d, queues %s, %d tasks, %s",
+                     worker_id, os.getpid(), self.concurrency,
+                     ",".join(self.queues) if self.queues else "all", len(self._task_names),
+                     "poll-only" if self.poll_only else
+                     ("listening" if self._listener.listening else "polling (LISTEN failed)"))
+            self._loop()
+        finally:
+            try:
+                self._shutdown()
+            finally:
+                self._restore_signal_handlers(previous_handlers)
+                self._listener.close()
+
+    def _shutdown(self) -> None:
+        systemd.notify("STOPPING=1")
+        log.info("worker %s stopping: %d jobs running, grace %.0fs", self.worker_id,
+                 self._slots.busy, self.grace)
+        waiting = self._slots.take_waiting()
+        self._hand_back(waiting, delay=0.0)
+        self._slots.stop()
+        if not self._slots.join(self.grace):
+            unfinished = [job for job in self._held
+                          if not job.finished and job.running_since is not None]
+            log.warning("grace period over: handing back %d running jobs: %s",
+                        len(unfinished), ", ".join(str(job.id) for job in unfinished))
+            self._hand_back(unfinished, delay=HAND_BACK_DELAY)
+        if not self._completer.flush_and_stop(timeout=max(10.0, self.lease / 2)):
+            log.warning("could not write every job outcome before exiting; those jobs "
+                        "will run again when their lease expires")
+        self._heartbeat.stop()
+        self._rescuer.stop()
+        try:
+            with self._pool.connection(timeout=5) as conn:
+                conn.execute(render(self.tq.schema, worker_sql.WORKER_STOPPED),
+                             {"worker_id": self.worker_id})
+        except Exception as exc:
+            log.warning("could not mark worker %s stopped: %s", self.worker_id, exc)
+        log.info("worker %s stopped", self.worker_id)
+
+    def _hand_back(self, jobs: list[HeldJob], delay: float) -> None:
+        if not jobs:
+            return
+        params = {
+            "worker_id": self.worker_id, "ids": [j.id for j in jobs],
+            "attempts": [j.attempt for j in jobs], "delay": delay,
+            "channel": self.tq.channel,
+        }
+        for attempt in range(5):
+            try:
+                with self._pool.connection(timeout=5) as conn:
+                    conn.execute(render(self.tq.schema, worker_sql.HAND_BACK), params)
+                break
+            except Exception as exc:
+                log.warning("hand back of %d jobs failed (attempt %d): %s", len(jobs),
+                            attempt + 1, exc)
+                time.sleep(0.2 * 2**attempt)
+        for job in jobs:
+            self._held.release(job.id, job.attempt)
+
+    # -- signals ------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if not self.install_signal_handlers or \
+                threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, self._on_signal)
+        return previous
+
+    def _restore_signal_handlers(self, previous: dict[int, Any]) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        # Only flags and one write to the pipe: logging here could deadlock.
+        if signum == signal.SIGINT:
+            self._interrupts += 1
+            if self._interrupts > 1:
+                os._exit(130)
+        self._stop_requested.set()
+        if self._listener is not None:
+            self._listener.wake()
+
+    # -- main loop ----------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        listener = self._listener
+        assert listener is not None
+        claim_now = True
+        next_poll = time.monotonic() + self.poll_interval
+        watchdog = systemd.watchdog_interval()
+        next_watchdog = time.monotonic() if watchdog else None
+        while not self._stop_requested.is_set():
+            now = time.monotonic()
+            if next_watchdog is not None and watchdog and now >= next_watchdog:
+                systemd.notify("WATCHDOG=1")
+                next_watchdog = now + watchdog
+            if claim_now and now >= self._claim_not_before:
+                self._claim()
+                next_poll = time.monotonic() + self.poll_interval
+                claim_now = False
+            timeout = self._timeout(next_poll, next_watchdog)
+            events = listener.wait(timeout)
+            now = time.monotonic()
+            self._apply_cancels(events)
+            self._enforce_timeouts(now)
+            polled = now >= next_poll
+            if polled:
+                self._poll_cancel_requests()
+                self._lookup_deferred(force=True)
+                next_poll = now + self.poll_interval
+            claim_now = self._free() > 0 and (
+                polled or events.reconnected or self._wanted(events)
+                or (self._backlog and self._free() > 0)
+                or (self._next_deferred is not None and time.time() >= self._next_deferred)
+            )
+
+    def _timeout(self, next_poll: float, next_watchdog: float | None) -> float:
+        now = time.monotonic()
+        deadlines = [next_poll]
+        if next_watchdog is not None:
+            deadlines.append(next_watchdog)
+        if self._next_deferred is not None and self._free() > 0:
+            deadlines.append(now + max(0.0, self._next_deferred - time.time()))
+        deadlines.extend(d for d in (j.deadline for j in self._held) if d is not None)
+        if self._claim_not_before > now:
+            deadlines.append(self._claim_not_before)
+        reconnect = self._listener.seconds_to_reconnect() if self._listener else None
+        if reconnect is not None:
+            deadlines.append(now + reconnect)
+        return max(0.0, min(deadlines) - now)
+
+    def _wanted(self, events: Events) -> bool:
+        if not events.queues:
+            return False
+        return self.queues is None or not events.queues.isdisjoint(self.queues)
+
+    def _free(self) -> int:
+        with self._lock:
+            return self.capacity - self._outstanding
+
+    def _claim(self) -> None:
+        limit = self._free()
+        if limit <= 0:
+            return
+        template = worker_sql.CLAIM_QUEUES if self.queues else worker_sql.CLAIM_ANY_QUEUE
+        params = {"worker_id": self.worker_id, "tasks": self._task_names, "limit": limit,
+                  "lease": self.lease, "queues": self.queues}
+        try:
+            with self._pool.connection(timeout=5) as conn:
+                rows = conn.execute(render(self.tq.schema, template), params).fetchall()
+        except Exception as exc:
+            self._claim_failures += 1
+            pause = min(CLAIM_ERROR_BACKOFF_MAX, 0.1 * 2**self._claim_failures)
+            self._claim_not_before = time.monotonic() + pause
+            log.warning("leasing jobs failed (attempt %d, next in %.1fs): %s",
+                        self._claim_failures, pause,
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+            return
+        if self._claim_failures:
+            log.info("leasing jobs works again")
+        self._claim_failures = 0
+        rows.sort(key=lambda r: (-r[5], r[8], r[0]))
+        with self._lock:
+            self._outstanding += len(rows)
+            self._backlog = len(rows) == limit
+        for row in rows:
+            job_id, task, queue, args, kwargs, priority, attempt, max_attempts, run_at, \
+                started_at = row
+            held = HeldJob(
+                id=job_id, task=task, queue=queue, args=args, kwargs=kwargs,
+                priority=priority, attempt=attempt, max_attempts=max_attempts,
+                run_at=run_at, started_at=started_at,
+                context=JobContext(job_id, task, queue, attempt, max_attempts),
+                timeout=self.tq.tasks[task].timeout if task in self.tq.tasks else None,
+            )
+            self._held.add(held)
+            self._slots.submit(held)
+        if len(rows) < limit:
+            self._lookup_deferred()
+
+    def _lookup_deferred(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_deferred_lookup < DEFERRED_LOOKUP_MIN_INTERVAL:
+            return
+        self._last_deferred_lookup = now
+        try:
+            with self._pool.connection(timeout=5) as conn:
+                row = conn.execute(render(self.tq.schema, worker_sql.NEXT_DEFERRED)).fetchone()
+        except Exception as exc:
+            log.debug("next deferred job look-up failed: %s", exc)
+            return
+        run_at: datetime | None = row[0] if row else None
+        self._next_deferred = run_at.timestamp() if run_at is not None else None
+
+    def _note_deferred(self, epoch: float) -> None:
+        """Called by the completer when it requeued a job (a retry) due at ``epoch``."""
+        with self._lock:
+            if self._next_deferred is None or epoch < self._next_deferred:
+                self._next_deferred = epoch
+        if epoch <= time.time() + self.poll_interval and self._listener is not None:
+            self._listener.wake()
+
+    def _resolve(self, task_name: str) -> Any:
+        task = self.tq.tasks.get(task_name)
+        return task.func if task is not None else None
+
+    def _on_outcome(self, job: HeldJob, outcome: Outcome) -> None:
+        self._completer.add(outcome)
+        with self._lock:
+            self._outstanding -= 1
+            wake = self._backlog
+        if wake and self._listener is not None:
+            self._listener.wake()
+
+    def _apply_cancels(self, events: Events) -> None:
+        for job_id, worker_id in events.cancels:
+            if worker_id != self.worker_id:
+                continue
+            job = self._held.get(job_id)
+            if job is not None and not job.context.cancel_event.is_set():
+                log.info("job %d (%s): cancel requested", job.id, job.task)
+                job.context.cancel_event.set()
+
+    def _poll_cancel_requests(self) -> None:
+        running = [job for job in self._held if not job.finished]
+        if not running:
+            return
+        try:
+            with self._pool.connection(timeout=5) as conn:
+                rows = conn.execute(render(self.tq.schema, worker_sql.CANCEL_REQUESTED), {
+                    "ids": [job.id for job in running], "worker_id": self.worker_id,
+                }).fetchall()
+        except Exception as exc:
+            log.debug("cancel poll failed: %s", exc)
+            return
+        self._apply_cancels(Events(cancels=[(row[0], self.worker_id) for row in rows]))
+
+    def _enforce_timeouts(self, now: float) -> None:
+        for job in self._held:
+            deadline = job.deadline
+            if deadline is not None and now >= deadline and not job.context.timed_out:
+                job.context.timed_out = True
+                job.context.cancel_event.set()
+                log.warning("job %d (%s) exceeded its timeout of %ss; its cancel event is "
+                            "set and the attempt will count as failed. Its slot stays busy "
+                            "until the function returns", job.id, job.task, job.timeout)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

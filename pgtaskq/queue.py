@@ -69,6 +69,17 @@ class TaskQueue:
     def __repr__(self) -> str:
         return f"<TaskQueue schema={self.schema} tasks={len(self.tasks)}>"
 
+    def reconfigure(self, *, dsn: str | None = None, schema: str | None = None) -> None:
+        """Point an unopened queue elsewhere (``pgtaskq --dsn ... worker app:tq``)."""
+        if self._pool is not None:
+            raise PgtaskqError("reconfigure() must be called before the queue is used")
+        if dsn is not None:
+            self._dsn = dsn
+            self._conninfo = None
+        if schema is not None:
+            self.schema = validate_schema_name(schema)
+            self.channel = channel_name(self.schema)
+
     # -- configuration and connections --------------------------------------------------
 
     @property

@@ -25,6 +25,7 @@ from pgtaskq.cli.jobs import (
     show_command,
 )
 from pgtaskq.cli.schema import install_command, uninstall_command, upgrade_command
+from pgtaskq.cli.worker import worker_command
 
 
 @click.group(cls=PgtaskqGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,6 +52,7 @@ cli.add_command(jobs_command)
 cli.add_command(show_command)
 cli.add_command(cancel_command)
 cli.add_command(retry_command)
+cli.add_command(worker_command)
 # -- end of commands --------------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from psycopg_pool import ConnectionPool
 
@@ -59,6 +59,18 @@ CLAIM_ERROR_BACKOFF_MAX = 5.0
 HAND_BACK_DELAY = 1.0
 """Jobs still running at the end of the grace period go back with this delay, so no other
 worker starts them while this process's threads may still be inside them."""
+
+
+class LoopTimer(Protocol):
+    """Work the main loop does on time (cron ticks): it wakes for ``seconds_until_due``.
+
+    ``run_due`` runs in the main thread, so it must be quick (one statement or so);
+    exceptions are logged and the loop goes on.
+    """
+
+    def seconds_until_due(self) -> float | None: ...
+
+    def run_due(self) -> None: ...
 
 
 def _positive(name: str, value: float) -> float:
@@ -188,6 +200,7 @@ class Worker:
         listen_conninfo = None if self.poll_only else (
             embedded.resolve(self.listen_dsn) if self.listen_dsn else conninfo)
         self._listener = Listener(listen_conninfo, self.tq.channel)
+        self._timers = self._make_timers()
         previous_handlers = self._install_signal_handlers()
         try:
             self._completer.start()
@@ -209,6 +222,20 @@ class Worker:
             finally:
                 self._restore_signal_handlers(previous_handlers)
                 self._listener.close()
+
+    def _make_timers(self) -> list[LoopTimer]:
+        """Timers the main loop serves (the cron scheduler registers here)."""
+        return []
+
+    def _run_timers(self) -> None:
+        for timer in self._timers:
+            try:
+                due = timer.seconds_until_due()
+                if due is not None and due <= 0:
+                    timer.run_due()
+            except Exception as exc:
+                log.warning("%s failed: %s", type(timer).__name__,
+                            str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
 
     def _shutdown(self) -> None:
         systemd.notify("STOPPING=1")
@@ -304,6 +331,7 @@ class Worker:
             now = time.monotonic()
             self._apply_cancels(events)
             self._enforce_timeouts(now)
+            self._run_timers()
             polled = now >= next_poll
             if polled:
                 self._poll_cancel_requests()
@@ -323,6 +351,10 @@ class Worker:
         if self._next_deferred is not None and self._free() > 0:
             deadlines.append(now + max(0.0, self._next_deferred - time.time()))
         deadlines.extend(d for d in (j.deadline for j in self._held) if d is not None)
+        for timer in self._timers:
+            due = timer.seconds_until_due()
+            if due is not None:
+                deadlines.append(now + max(0.0, due))
         if self._claim_not_before > now:
             deadlines.append(self._claim_not_before)
         reconnect = self._listener.seconds_to_reconnect() if self._listener else None

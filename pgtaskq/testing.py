@@ -90,7 +90,22 @@ def tq(pgtaskq_dsn: str, schema_name: str) -> Iterator[TaskQueue]:
         yield queue
     finally:
         queue.close()
-        queue.uninstall()
+        _drop_test_schema(pgtaskq_dsn, schema_name)
+
+
+def _drop_test_schema(dsn: str, schema: str) -> None:
+    """Uninstall a test's schema, failing within seconds (not at the suite's timeout)
+    when a connection the test opened still holds a transaction on its tables."""
+    from pgtaskq import schema as schema_admin
+
+    with psycopg.connect(dsn, autocommit=True, options="-c lock_timeout=10s") as conn:
+        try:
+            schema_admin.uninstall(conn, schema)
+        except psycopg.errors.LockNotAvailable:
+            pytest.fail(
+                f"cannot drop test schema {schema}: a connection of the test still has a "
+                "transaction open on its tables (commit, roll back or close it)"
+            )
 
 
 @pytest.fixture

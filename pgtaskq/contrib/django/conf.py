@@ -1,0 +1,212 @@
+"""``settings.PGTASKQ`` and the project's one ``DjangoTaskQueue``.
+
+There is exactly one queue object per process, created on first use, so tasks registered
+with ``@get_queue().task`` at import time are never lost. When the settings change (tests
+use ``override_settings``) the same object is reconfigured in place rather than replaced,
+for the same reason.
+
+Settings (all optional)::
+
+    PGTASKQ = {
+        "DATABASE": "default",   # alias enqueue writes on (None: pgtaskq's own pool)
+        "DSN": None,             # pool/worker DSN; None: built from DATABASES[DATABASE]
+        "SCHEMA": None,          # None: $PGTASKQ_SCHEMA, else "pgtaskq"
+        "DEFAULT_QUEUE": "default",
+        "MAX_ATTEMPTS": 20,
+        "POOL_MAX_SIZE": 10,
+        "AUTODISCOVER": ["tasks"],   # submodules of INSTALLED_APPS the worker imports
+        "TASK_MODULES": [],          # further modules the worker imports
+    }
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from psycopg.conninfo import make_conninfo
+
+from pgtaskq import defaults, embedded
+from pgtaskq.errors import ConfigurationError
+from pgtaskq.queue import TaskQueue
+
+DEFAULTS: dict[str, Any] = {
+    "DATABASE": "default",
+    "DSN": None,
+    "SCHEMA": None,
+    "DEFAULT_QUEUE": defaults.QUEUE,
+    "MAX_ATTEMPTS": defaults.MAX_ATTEMPTS,
+    "POOL_MAX_SIZE": defaults.POOL_MAX_SIZE,
+    "AUTODISCOVER": ("tasks",),
+    "TASK_MODULES": (),
+}
+
+# Keys of DATABASES[...]["OPTIONS"] that Django consumes itself; the rest are libpq's.
+_DJANGO_ONLY_OPTIONS = {
+    "isolation_level", "server_side_binding", "assume_role", "pool", "cursor_factory",
+    "context",
+}
+
+
+def get_settings() -> dict[str, Any]:
+    """``settings.PGTASKQ`` merged over the defaults; unknown keys are an error."""
+    configured = getattr(settings, "PGTASKQ", None) or {}
+    if not isinstance(configured, Mapping):
+        raise ConfigurationError("settings.PGTASKQ must be a dict")
+    unknown = sorted(set(configured) - set(DEFAULTS))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown PGTASKQ setting(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}"
+        )
+    return {**DEFAULTS, **configured}
+
+
+def database_dsn(alias: str) -> str:
+    """A libpq connection string for Django's database ``alias`` (PostgreSQL only).
+
+    Read at every call, because Django's test runner renames the database (``test_...``)
+    after settings are loaded, and the worker must follow it.
+    """
+    from django.db import connections
+
+    if alias not in settings.DATABASES:
+        raise ConfigurationError(f"PGTASKQ['DATABASE'] = {alias!r} is not in DATABASES")
+    wrapper = connections[alias]
+    if wrapper.vendor != "postgresql":
+        raise ConfigurationError(
+            f"database {alias!r} is {wrapper.vendor}, not PostgreSQL: set PGTASKQ['DSN'] "
+            "and PGTASKQ['DATABASE'] = None to keep jobs in a separate PostgreSQL"
+        )
+    params = wrapper.settings_dict
+    options = {
+        key: value
+        for key, value in (params.get("OPTIONS") or {}).items()
+        if key not in _DJANGO_ONLY_OPTIONS and isinstance(value, (str, int))
+    }
+    parts = {
+        "dbname": params.get("NAME") or None,
+        "user": params.get("USER") or None,
+        "password": params.get("PASSWORD") or None,
+        "host": params.get("HOST") or None,
+        "port": str(params["PORT"]) if params.get("PORT") else None,
+    }
+    return make_conninfo(**{k: v for k, v in {**options, **parts}.items() if v is not None})
+
+
+class DjangoTaskQueue(TaskQueue):
+    """A TaskQueue configured from ``settings.PGTASKQ`` that enqueues on Django's connection.
+
+    ``enqueue`` and ``enqueue_many`` without ``conn=`` run on
+    ``django.db.connections[DATABASE]``: inside ``transaction.atomic()`` the job is part of
+    the transaction; outside one, Django's autocommit commits it at once. Everything else
+    (inspection, cancel, the worker) uses pgtaskq's own pool on the same database.
+    """
+
+    def __init__(self) -> None:
+        self._configure()
+
+    def _configure(self) -> None:
+        config = get_settings()
+        self.database: str | None = config["DATABASE"]
+        self._explicit_dsn: str | None = config["DSN"]
+        self.settings = config
+        TaskQueue.__init__(
+            self,
+            dsn=self._explicit_dsn,
+            schema=config["SCHEMA"],
+            pool_max_size=config["POOL_MAX_SIZE"],
+            default_queue=config["DEFAULT_QUEUE"],
+            default_max_attempts=config["MAX_ATTEMPTS"],
+        )
+
+    def reload_settings(self) -> None:
+        """Re-read the settings, keeping registered tasks and middlewares."""
+        tasks, middlewares = self.tasks, self.job_middlewares
+        self.close()
+        self._configure()
+        self.tasks, self.job_middlewares = tasks, middlewares
+
+    def reconfigure(self, *, dsn: str | None = None, schema: str | None = None) -> None:
+        """``pgtaskq --dsn ... worker``: an explicit DSN wins over the settings."""
+        super().reconfigure(dsn=dsn, schema=schema)
+        if dsn is not None:
+            self._explicit_dsn = dsn
+
+    @property
+    def dsn(self) -> str:
+        if self._explicit_dsn:
+            return self._explicit_dsn
+        if self.database is not None:
+            return database_dsn(self.database)
+        env = os.environ.get("PGTASKQ_DSN")
+        if env:
+            return env
+        raise ConfigurationError(
+            "no database for pgtaskq: set PGTASKQ['DSN'] or PGTASKQ['DATABASE']"
+        )
+
+    @property
+    def conninfo(self) -> str:
+        dsn = self.dsn
+        return embedded.resolve(dsn) if embedded.is_embedded(dsn) else dsn
+
+    def connection_for_enqueue(self, conn: Any = None) -> Any:
+        """The connection an enqueue without ``conn=`` writes on (None: our own pool)."""
+        if conn is not None or self.database is None:
+            return conn
+        from django.db import connections
+
+        return connections[self.database]
+
+    def enqueue(
+        self,
+        task_name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        run_at: datetime | None = None,
+        delay: float | None = None,
+        dedupe_key: str | None = None,
+        max_attempts: int | None = None,
+        conn: Any = None,
+        schedule: str | None = None,
+    ) -> int:
+        return super().enqueue(
+            task_name, args, kwargs, queue=queue, priority=priority, run_at=run_at,
+            delay=delay, dedupe_key=dedupe_key, max_attempts=max_attempts,
+            conn=self.connection_for_enqueue(conn), schedule=schedule,
+        )
+
+    def enqueue_many(
+        self, task_name: str, jobs: Sequence[Mapping[str, Any]], *, conn: Any = None
+    ) -> list[int]:
+        return super().enqueue_many(task_name, jobs, conn=self.connection_for_enqueue(conn))
+
+
+_queue: DjangoTaskQueue | None = None
+_lock = threading.Lock()
+
+
+def get_queue() -> DjangoTaskQueue:
+    """The project's TaskQueue (created on first call, after Django is configured)."""
+    global _queue
+    if _queue is None:
+        with _lock:
+            if _queue is None:
+                _queue = DjangoTaskQueue()
+    return _queue
+
+
+def _settings_changed(*, setting: str, **kwargs: Any) -> None:
+    if _queue is not None and setting in ("PGTASKQ", "DATABASES"):
+        _queue.reload_settings()
+
+
+setting_changed.connect(_settings_changed, dispatch_uid="pgtaskq.contrib.django.conf")

@@ -1,0 +1,185 @@
+"""pgtaskq for Flask: ``PgTaskQ(app)``, request-transactional enqueue, ``flask pgtaskq``.
+
+``PgTaskQ`` is a TaskQueue configured from ``app.config`` (so ``@pgtq.task`` works at
+import time, before any app exists, as with any Flask extension)::
+
+    pgtq = PgTaskQ(connection=lambda: db.session.connection().connection.driver_connection)
+
+    @pgtq.task
+    def send_welcome(user_id): ...
+
+    def create_app():
+        app = Flask(__name__)
+        app.config["PGTASKQ_DSN"] = "postgresql://..."
+        pgtq.init_app(app)
+        return app
+
+Config keys: ``PGTASKQ_DSN`` (default ``$PGTASKQ_DSN``), ``PGTASKQ_SCHEMA`` (default
+``$PGTASKQ_SCHEMA`` or ``pgtaskq``), ``PGTASKQ_DEFAULT_QUEUE``, ``PGTASKQ_MAX_ATTEMPTS``,
+``PGTASKQ_POOL_MAX_SIZE``.
+
+``connection`` returns the request's open DB-API connection (psycopg 3, psycopg2, or the
+driver connection under a SQLAlchemy session). During a request, ``enqueue`` without
+``conn=`` writes there, inside the request's transaction: the job exists if and only if
+the view's writes commit. Outside a request (shell, CLI, inside jobs) it uses pgtaskq's
+own pool and commits at once, as an explicit ``conn=`` would be needed to join anything.
+
+``flask pgtaskq worker|stats|install|jobs|...`` is pgtaskq's command line with the app's
+configuration; the worker runs every job inside an application context of the app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import click
+from flask import Flask, current_app, has_request_context
+from flask.cli import with_appcontext
+
+from pgtaskq import defaults
+from pgtaskq.context import JobContext
+from pgtaskq.queue import TaskQueue
+
+EXTENSION_KEY = "pgtaskq"
+
+ConnectionGetter = Callable[[], Any]
+
+
+def sqlalchemy_connection(session: Any) -> ConnectionGetter:
+    """A ``connection`` getter for a SQLAlchemy (scoped) session.
+
+    ``session.connection()`` joins (or begins) the session's transaction on its engine
+    connection; ``.connection.driver_connection`` is the psycopg/psycopg2 connection under
+    it, which is what pgtaskq writes on. The job then commits with ``session.commit()``.
+    """
+
+    def get_connection() -> Any:
+        return session.connection().connection.driver_connection
+
+    return get_connection
+
+
+class PgTaskQ(TaskQueue):
+    """A Flask extension that is the app's TaskQueue."""
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        connection: ConnectionGetter | None = None,
+    ) -> None:
+        TaskQueue.__init__(self)
+        self.app: Flask | None = None
+        self.connection_getter = connection
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Configure from ``app.config``; register ``flask pgtaskq``.
+
+        The queue keeps its tasks when initialised again (app factories in tests); the
+        last app is the one the worker runs jobs in.
+        """
+        config = app.config
+        tasks, middlewares = self.tasks, self.job_middlewares
+        self.close()
+        TaskQueue.__init__(
+            self,
+            dsn=config.get("PGTASKQ_DSN"),
+            schema=config.get("PGTASKQ_SCHEMA"),
+            default_queue=config.get("PGTASKQ_DEFAULT_QUEUE", defaults.QUEUE),
+            default_max_attempts=config.get("PGTASKQ_MAX_ATTEMPTS", defaults.MAX_ATTEMPTS),
+            pool_max_size=config.get("PGTASKQ_POOL_MAX_SIZE", defaults.POOL_MAX_SIZE),
+        )
+        self.tasks, self.job_middlewares = tasks, middlewares
+        self.app = app
+        if self._in_app_context not in self.job_middlewares:
+            self.job_middlewares.insert(0, self._in_app_context)
+        app.extensions[EXTENSION_KEY] = self
+        app.cli.add_command(pgtaskq_command)
+
+    def _in_app_context(self, job: JobContext, call_next: Callable[[], Any]) -> Any:
+        """Run each job in an application context, as a view runs in a request's."""
+        if self.app is None:
+            return call_next()
+        with self.app.app_context():
+            return call_next()
+
+    # -- enqueue on the request's connection -------------------------------------------
+
+    def request_connection(self, getter: ConnectionGetter) -> ConnectionGetter:
+        """Decorator form of ``PgTaskQ(connection=...)``."""
+        self.connection_getter = getter
+        return getter
+
+    def connection_for_enqueue(self, conn: Any = None) -> Any:
+        """``conn`` if given, else the request's connection, else None (our pool)."""
+        if conn is not None or self.connection_getter is None or not has_request_context():
+            return conn
+        return self.connection_getter()
+
+    def enqueue(
+        self,
+        task_name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        run_at: datetime | None = None,
+        delay: float | None = None,
+        dedupe_key: str | None = None,
+        max_attempts: int | None = None,
+        conn: Any = None,
+        schedule: str | None = None,
+    ) -> int:
+        return super().enqueue(
+            task_name, args, kwargs, queue=queue, priority=priority, run_at=run_at,
+            delay=delay, dedupe_key=dedupe_key, max_attempts=max_attempts,
+            conn=self.connection_for_enqueue(conn), schedule=schedule,
+        )
+
+    def enqueue_many(
+        self, task_name: str, jobs: Sequence[Mapping[str, Any]], *, conn: Any = None
+    ) -> list[int]:
+        return super().enqueue_many(task_name, jobs, conn=self.connection_for_enqueue(conn))
+
+
+def get_queue(app: Flask | None = None) -> PgTaskQ:
+    """The PgTaskQ of ``app`` (default: the current app), e.g. from a view."""
+    target = app or current_app
+    try:
+        return target.extensions[EXTENSION_KEY]
+    except KeyError:
+        raise RuntimeError("pgtaskq is not initialised on this app: call PgTaskQ(app)") from None
+
+
+def __getattr__(name: str) -> Any:
+    # ``current_queue`` is what ``flask pgtaskq worker`` hands pgtaskq's worker command as
+    # its APP: the worker then runs with the app the flask CLI loaded.
+    if name == "current_queue":
+        return get_queue()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@click.command(
+    "pgtaskq",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@with_appcontext
+def pgtaskq_command(args: tuple[str, ...]) -> None:
+    """pgtaskq's command line with this app's configuration ('flask pgtaskq --help')."""
+    from pgtaskq.contrib.cli_bridge import run_cli
+
+    code = run_cli(
+        get_queue(),
+        list(args) or ["--help"],
+        worker_app="pgtaskq.contrib.flask:current_queue",
+        prog_name="flask pgtaskq",
+    )
+    if code:
+        raise SystemExit(code)

@@ -1,0 +1,292 @@
+"""Schema management: idempotent install, concurrent installers, upgrades, uninstall.
+
+The upgrade test is written over ``MIGRATIONS`` so that every new migration is checked
+automatically: from every earlier version, upgrading must give exactly the catalog that
+a fresh install gives.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgtaskq import SchemaNotInstalledError, TaskQueue
+from pgtaskq import schema as schema_admin
+from pgtaskq.errors import SchemaVersionError
+from pgtaskq.sql.migrations import LATEST_VERSION, MIGRATIONS
+from pgtaskq.testing import wait_until
+
+NewSchema = Callable[[], str]
+
+
+@pytest.fixture
+def new_schema(db: psycopg.Connection) -> Iterator[NewSchema]:
+    """Factory of fresh schema names; every schema is dropped (CASCADE) at teardown."""
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(f"s_{uuid.uuid4().hex[:12]}")
+        return names[-1]
+
+    yield make
+    for name in names:
+        db.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def conn(pgtaskq_dsn: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(pgtaskq_dsn, autocommit=True) as connection:
+        yield connection
+
+
+def schema_exists(db: psycopg.Connection, name: str) -> bool:
+    row = db.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", [name]).fetchone()
+    return row == (1,)
+
+
+def version_rows(db: psycopg.Connection, name: str) -> list[int]:
+    query = sql.SQL("SELECT version FROM {}.schema_version ORDER BY version")
+    return [r[0] for r in db.execute(query.format(sql.Identifier(name))).fetchall()]
+
+
+def objects_in(db: psycopg.Connection, name: str) -> set[str]:
+    """Every relation, function and type that lives in schema ``name``."""
+    rows = db.execute(
+        """
+        SELECT 'relation ' || c.relname FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %(s)s
+        UNION ALL
+        SELECT 'function ' || p.proname FROM pg_proc p
+        JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %(s)s
+        UNION ALL
+        SELECT 'type ' || t.typname FROM pg_type t
+        JOIN pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname = %(s)s
+        """,
+        {"s": name},
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def catalog(db: psycopg.Connection, name: str) -> dict[str, Any]:
+    """What an installed schema looks like, with the schema name taken out."""
+
+    def rows(query: str) -> list[tuple]:
+        found = db.execute(query, {"s": name}).fetchall()
+        return sorted(tuple(str(v).replace(name, "<schema>") for v in r) for r in found)
+
+    return {
+        "columns": rows("""
+            SELECT table_name, column_name, ordinal_position, data_type, is_nullable,
+                   column_default, is_identity
+            FROM information_schema.columns WHERE table_schema = %(s)s"""),
+        "indexes": rows("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %(s)s"),
+        "constraints": rows("""
+            SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid)
+            FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+            WHERE n.nspname = %(s)s"""),
+        "functions": rows("""
+            SELECT p.proname, pg_get_functiondef(p.oid) FROM pg_proc p
+            JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %(s)s"""),
+        "options": rows("""
+            SELECT c.relname, c.relkind, coalesce(c.reloptions::text, '') FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = %(s)s AND c.relname <> 'schema_version'
+              AND c.relname <> 'schema_version_pkey'"""),
+    }
+
+
+# -- install ----------------------------------------------------------------------------
+
+
+def test_install_twice_is_idempotent(
+    pgtaskq_dsn: str, new_schema: NewSchema, db: psycopg.Connection
+) -> None:
+    tq = TaskQueue(pgtaskq_dsn, schema=new_schema())
+    assert tq.install() == (0, LATEST_VERSION)
+    job_id = tq.enqueue("t")
+    before = catalog(db, tq.schema)
+    assert tq.install() == (LATEST_VERSION, LATEST_VERSION)
+    assert tq.upgrade() == (LATEST_VERSION, LATEST_VERSION)
+    assert catalog(db, tq.schema) == before
+    assert version_rows(db, tq.schema) == list(range(1, LATEST_VERSION + 1))
+    assert tq.get_job(job_id) is not None
+    assert tq.check_installed() == LATEST_VERSION
+    tq.close()
+
+
+INSTALLER = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from pgtaskq import TaskQueue
+    from pgtaskq import schema as schema_admin
+
+    dsn, name, ready, go = sys.argv[1:]
+    conn = TaskQueue(dsn, schema=name).connect()  # connect first: the race is in install
+    Path(ready).touch()
+    deadline = time.monotonic() + 30
+    while not os.path.exists(go):
+        if time.monotonic() > deadline:
+            sys.exit("never told to go")
+        time.sleep(0.002)
+    before, after = schema_admin.upgrade(conn, name)
+    print(before, after)
+""")
+
+
+def test_concurrent_install_from_four_processes(
+    pgtaskq_dsn: str, new_schema: NewSchema, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    name = new_schema()
+    go = tmp_path / "go"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", INSTALLER, pgtaskq_dsn, name, str(tmp_path / f"r{i}"),
+             str(go)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(4)
+    ]
+    try:
+        wait_until(lambda: all((tmp_path / f"r{i}").exists() for i in range(4)), 30,
+                   what="four installers connected")
+        go.touch()
+        outputs = [p.communicate(timeout=60) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in processes] == [0] * 4, [err for _, err in outputs]
+    results = sorted(tuple(map(int, out.split())) for out, _ in outputs)
+    # exactly one applied the migrations; the others waited on the lock, found them done
+    assert results == [(0, LATEST_VERSION)] + [(LATEST_VERSION, LATEST_VERSION)] * 3
+    assert version_rows(db, name) == list(range(1, LATEST_VERSION + 1))
+
+
+def test_install_into_a_schema_with_user_tables(
+    pgtaskq_dsn: str, new_schema: NewSchema, db: psycopg.Connection
+) -> None:
+    name = new_schema()
+    db.execute(sql.SQL("CREATE SCHEMA {s}; CREATE TABLE {s}.jobs_of_mine (id int)").format(
+        s=sql.Identifier(name)))
+    tq = TaskQueue(pgtaskq_dsn, schema=name)
+    assert tq.install() == (0, LATEST_VERSION)
+    assert tq.get_job(tq.enqueue("t")) is not None
+    tq.close()
+
+
+def test_check_installed_on_a_bare_schema(pgtaskq_dsn: str, new_schema: NewSchema) -> None:
+    name = new_schema()
+    with pytest.raises(SchemaNotInstalledError, match="run 'pgtaskq install'"):
+        TaskQueue(pgtaskq_dsn, schema=name).check_installed()
+
+
+def test_schema_newer_than_the_code(tq: TaskQueue, db: psycopg.Connection) -> None:
+    db.execute(
+        sql.SQL("INSERT INTO {}.schema_version (version, pgtaskq_version) VALUES (%s, '9')")
+        .format(sql.Identifier(tq.schema)),
+        [LATEST_VERSION + 1],
+    )
+    for action in (tq.install, tq.upgrade, tq.check_installed):
+        with pytest.raises(SchemaVersionError, match=r"newer than this pgtaskq.*upgrade pgtaskq"):
+            action()
+    assert version_rows(db, tq.schema)[-1] == LATEST_VERSION + 1  # left alone
+
+
+# -- upgrade ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start", range(LATEST_VERSION))
+def test_upgrade_from_every_earlier_version(
+    conn: psycopg.Connection, db: psycopg.Connection, new_schema: NewSchema, start: int
+) -> None:
+    fresh, old = new_schema(), new_schema()
+    assert schema_admin.upgrade(conn, fresh) == (0, LATEST_VERSION)
+
+    assert schema_admin.upgrade(conn, old, target=start) == (0, start)
+    assert schema_admin.installed_version(conn, old) == start
+    if start > 0:
+        with pytest.raises(SchemaVersionError, match="run 'pgtaskq upgrade'"):
+            schema_admin.require_installed(conn, old)
+    assert schema_admin.upgrade(conn, old) == (start, LATEST_VERSION)
+
+    assert catalog(db, old) == catalog(db, fresh)
+    assert version_rows(db, old) == list(range(1, LATEST_VERSION + 1))
+
+
+def test_every_migration_is_a_step(
+    conn: psycopg.Connection, new_schema: NewSchema
+) -> None:
+    name = new_schema()
+    for version in range(1, len(MIGRATIONS) + 1):
+        assert schema_admin.upgrade(conn, name, target=version) == (version - 1, version)
+        assert schema_admin.upgrade(conn, name, target=version) == (version, version)
+
+
+def test_upgrade_to_an_unknown_version(conn: psycopg.Connection, new_schema: NewSchema) -> None:
+    with pytest.raises(ValueError, match="unknown schema version"):
+        schema_admin.upgrade(conn, new_schema(), target=LATEST_VERSION + 1)
+
+
+def test_upgrade_never_downgrades(tq: TaskQueue, conn: psycopg.Connection) -> None:
+    assert schema_admin.upgrade(conn, tq.schema, target=0) == (LATEST_VERSION, LATEST_VERSION)
+    assert tq.check_installed() == LATEST_VERSION
+
+
+# -- uninstall --------------------------------------------------------------------------
+
+
+def test_uninstall_drops_everything(
+    pgtaskq_dsn: str, new_schema: NewSchema, db: psycopg.Connection
+) -> None:
+    tq = TaskQueue(pgtaskq_dsn, schema=new_schema())
+    tq.install()
+    tq.enqueue("t")
+    tq.close()
+    assert tq.uninstall() is True
+    assert not schema_exists(db, tq.schema)
+    assert tq.uninstall() is False
+    with pytest.raises(SchemaNotInstalledError):
+        tq.get_job(1)
+
+
+def test_uninstall_keeps_the_users_tables_and_schema(
+    pgtaskq_dsn: str, new_schema: NewSchema, db: psycopg.Connection
+) -> None:
+    name = new_schema()
+    ident = sql.Identifier(name)
+    db.execute(sql.SQL("CREATE SCHEMA {s}").format(s=ident))
+    db.execute(sql.SQL("CREATE TABLE {s}.orders (id serial PRIMARY KEY, note text)").format(
+        s=ident))
+    db.execute(sql.SQL("INSERT INTO {s}.orders (note) VALUES ('keep me')").format(s=ident))
+    users_objects = objects_in(db, name)
+
+    tq = TaskQueue(pgtaskq_dsn, schema=name)
+    tq.install()
+    tq.enqueue("t")
+    tq.close()
+    assert objects_in(db, name) > users_objects
+    assert tq.uninstall() is True
+
+    assert schema_exists(db, name)
+    # nothing of pgtaskq's is left, whatever later migrations add
+    assert objects_in(db, name) == users_objects
+    rows = db.execute(sql.SQL("SELECT note FROM {s}.orders").format(s=ident)).fetchall()
+    assert rows == [("keep me",)]
+
+
+def test_uninstall_of_a_schema_that_never_existed(
+    pgtaskq_dsn: str, new_schema: NewSchema, db: psycopg.Connection
+) -> None:
+    name = new_schema()
+    assert TaskQueue(pgtaskq_dsn, schema=name).uninstall() is False
+    assert not schema_exists(db, name)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import click
 from flask import Flask, g, jsonify, request
-
 from models import Base, User, db_session, make_engine
 from tasks import pgtq, send_welcome
 

@@ -6,10 +6,10 @@ transaction, so a job exists only if the request commits.
 
 from __future__ import annotations
 
+from models import WelcomeEmail, db_session
+
 from pgtaskq import current_job
 from pgtaskq.contrib.flask import PgTaskQ, sqlalchemy_connection
-
-from models import WelcomeEmail, db_session
 
 pgtq = PgTaskQ(connection=sqlalchemy_connection(db_session))
 

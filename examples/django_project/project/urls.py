@@ -1,8 +1,7 @@
 """URLs of the example project."""
 
-from django.urls import path
-
 from accounts import views
+from django.urls import path
 
 urlpatterns = [
     path("health", views.health),

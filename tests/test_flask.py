@@ -1,0 +1,159 @@
+"""The Flask extension: configuration, enqueue on the request's connection, CLI, app context."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import psycopg2
+import pytest
+from flask import Flask, current_app
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
+
+from pgtaskq import Worker
+from pgtaskq.contrib.flask import PgTaskQ, get_queue, sqlalchemy_connection
+from pgtaskq.testing import wait_until
+
+
+@pytest.fixture
+def make_app(pgtaskq_dsn, tq):
+    """Build a Flask app whose PgTaskQ points at the test's schema."""
+
+    def make(pgtq: PgTaskQ) -> Flask:
+        app = Flask("flask_test_app")
+        app.config.update(PGTASKQ_DSN=pgtaskq_dsn, PGTASKQ_SCHEMA=tq.schema,
+                          PGTASKQ_POOL_MAX_SIZE=2)
+        pgtq.init_app(app)
+        return app
+
+    created: list[PgTaskQ] = []
+    yield lambda pgtq: (created.append(pgtq), make(pgtq))[1]
+    for pgtq in created:
+        pgtq.close()
+
+
+def test_config_comes_from_the_app(make_app, tq, pgtaskq_dsn):
+    pgtq = PgTaskQ()
+    app = make_app(pgtq)
+    assert (pgtq.schema, pgtq.dsn) == (tq.schema, pgtaskq_dsn)
+    assert get_queue(app) is pgtq
+    with app.app_context():
+        assert get_queue() is pgtq
+
+
+def test_tasks_registered_before_init_app_survive_it(make_app):
+    pgtq = PgTaskQ()
+
+    @pgtq.task
+    def early(x):
+        return x
+
+    make_app(pgtq)
+    make_app(pgtq)  # app factories call init_app once per app
+    assert pgtq.tasks[early.name] is early
+
+
+def test_get_queue_without_extension_says_what_to_do():
+    with Flask("bare").app_context(), pytest.raises(RuntimeError, match="PgTaskQ"):
+        get_queue()
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_enqueue_in_a_request_joins_the_request_connection(make_app, tq, pgtaskq_dsn, driver):
+    connect = psycopg.connect if driver == "psycopg" else psycopg2.connect
+    conn = connect(pgtaskq_dsn)
+    pgtq = PgTaskQ(connection=lambda: conn)
+    app = make_app(pgtq)
+
+    @pgtq.task
+    def welcome(user_id):
+        return user_id
+
+    try:
+        with app.test_request_context():
+            rolled_back = welcome.enqueue(1)
+            assert tq.get_job(rolled_back) is None  # not committed yet
+            conn.rollback()
+            committed = welcome.enqueue(2)
+            conn.commit()
+        assert tq.get_job(rolled_back) is None
+        assert tq.get_job(committed).args == [2]
+    finally:
+        conn.close()
+
+
+def test_enqueue_outside_a_request_commits_on_its_own(make_app, tq):
+    pgtq = PgTaskQ(connection=lambda: pytest.fail("no request: must not be asked"))
+    make_app(pgtq)
+    job_id = pgtq.enqueue("some.task", args=[1])
+    assert tq.get_job(job_id).status == "queued"
+
+
+def test_sqlalchemy_session_connection(make_app, tq, pgtaskq_dsn):
+    engine = create_engine("postgresql+psycopg://" + pgtaskq_dsn.split("://", 1)[1])
+    session = Session(engine)
+    pgtq = PgTaskQ(connection=sqlalchemy_connection(session))
+    app = make_app(pgtq)
+    try:
+        with app.test_request_context():
+            session.execute(text("SELECT 1"))
+            gone = pgtq.enqueue("welcome", args=[1])
+            session.rollback()
+            kept = pgtq.enqueue("welcome", args=[2])
+            session.commit()
+        assert tq.get_job(gone) is None
+        assert tq.get_job(kept).args == [2]
+    finally:
+        session.close()
+        engine.dispose()
+
+
+def test_worker_runs_jobs_inside_an_app_context(make_app, tq):
+    pgtq = PgTaskQ()
+    app = make_app(pgtq)
+    seen: list[str] = []
+
+    @pgtq.task
+    def whoami():
+        seen.append(current_app.name)
+        return current_app.name
+
+    job_id = whoami.enqueue()
+    worker = Worker(pgtq, concurrency=1, poll_interval=0.2)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: tq.get_job(job_id).status == "succeeded", 15, what="job done")
+    finally:
+        worker.stop()
+        thread.join(30)
+    assert seen == [app.name]
+    assert tq.get_job(job_id).result == app.name
+
+
+def test_flask_cli_commands(make_app, tq):
+    pgtq = PgTaskQ()
+    app = make_app(pgtq)
+    runner = app.test_cli_runner()
+
+    result = runner.invoke(args=["pgtaskq", "install"])
+    assert result.exit_code == 0, result.output
+    assert "up to date" in result.output
+
+    result = runner.invoke(args=["pgtaskq", "enqueue", "reports.build", "--args", "[7]"])
+    assert result.exit_code == 0, result.output
+    job_id = int(result.output.strip())
+    assert tq.get_job(job_id).args == [7]
+
+    result = runner.invoke(args=["pgtaskq", "jobs", "--json"])
+    assert result.exit_code == 0 and f'"id": {job_id}' in result.output
+
+    result = runner.invoke(args=["pgtaskq", "show", "999999999"])
+    assert result.exit_code != 0 and "no job with id 999999999" in result.output
+
+    result = runner.invoke(args=["pgtaskq", "--help"])
+    assert result.exit_code == 0 and "worker" in result.output
+
+    result = runner.invoke(args=["pgtaskq", "worker", "some.module:tq"])
+    assert result.exit_code != 0 and "drop the APP argument" in result.output

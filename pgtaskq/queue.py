@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -200,7 +201,7 @@ class TaskQueue:
             task = Task(
                 self,
                 function,
-                name=name or f"{function.__module__}.{function.__qualname__}",
+                name=name or default_task_name(function),
                 queue=queue or self.default_queue,
                 priority=priority,
                 max_attempts=max_attempts or self.default_max_attempts,
@@ -437,6 +438,21 @@ class TaskQueue:
                 "running"
             ) from exc
         return bool(rows)
+
+
+def default_task_name(function: Callable[..., Any]) -> str:
+    """``module.qualname`` of ``function``, as a worker importing its module will see it.
+
+    A module run with ``python -m package.module`` is ``__main__`` in that process but
+    ``package.module`` in the worker that imports it; naming its tasks ``__main__.f`` would
+    leave their jobs queued for ever, so the module's real name is used.
+    """
+    module = function.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if spec is not None and spec.name:
+            module = spec.name
+    return f"{module}.{function.__qualname__}"
 
 
 def _first_line(exc: BaseException) -> str:

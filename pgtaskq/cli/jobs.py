@@ -62,6 +62,13 @@ def _row(job: Job) -> list[Any]:
             _short(job.last_error)]
 
 
+def jobs_table(jobs: list[Job]) -> str:
+    """The ``pgtaskq jobs`` table (also used by the demo)."""
+    if not jobs:
+        return "no jobs"
+    return tabulate([_row(job) for job in jobs], headers=LIST_COLUMNS)
+
+
 def _dump(value: Any) -> str:
     return json.dumps(value, indent=2, default=str)
 
@@ -111,10 +118,8 @@ def jobs_command(
     found = tq.list_jobs(status=status, task=task, queue=queue_name, limit=limit)
     if as_json:
         click.echo(_dump([job.to_dict() for job in found]))
-    elif not found:
-        click.echo("no jobs")
     else:
-        click.echo(tabulate([_row(job) for job in found], headers=LIST_COLUMNS))
+        click.echo(jobs_table(found))
 
 
 @click.command("show")

@@ -4,10 +4,10 @@ Runs on the embedded PostgreSQL in ``./.pgtaskq`` (or on ``$PGTASKQ_DSN`` if set
 needs nothing but Python. It installs the schema, enqueues jobs every way the API offers
 (one at a time, in bulk, delayed, deduplicated) and prints them as ``pgtaskq jobs`` does.
 
-The demo owns its schema, ``pgtaskq_demo``, and empties it at each run so the output is the
-same every time; it never touches ``$PGTASKQ_SCHEMA``, so pointing ``$PGTASKQ_DSN`` at a real
-database cannot drop an application's jobs. The tasks are defined at module level so a
-worker can load them: ``pgtaskq worker pgtaskq.demo:tq``.
+The demo owns its schema, ``pgtaskq_demo`` (``$PGTASKQ_DEMO_SCHEMA`` for tests), and empties
+it at each run so the output is the same every time; it never reads ``$PGTASKQ_SCHEMA``, so
+pointing ``$PGTASKQ_DSN`` at a real database cannot drop an application's jobs. The tasks
+are defined at module level so a worker can load them: ``pgtaskq worker pgtaskq.demo:tq``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pgtaskq import TaskQueue, defaults
 from pgtaskq.cli.jobs import jobs_table
 
 DSN = os.environ.get("PGTASKQ_DSN") or f"embedded:{defaults.EMBEDDED_PATH}"
-SCHEMA = "pgtaskq_demo"
+SCHEMA = os.environ.get("PGTASKQ_DEMO_SCHEMA") or "pgtaskq_demo"
 
 tq = TaskQueue(DSN, schema=SCHEMA)
 

@@ -53,7 +53,11 @@ def autodiscover(submodules: Any = None, extra_modules: Any = None) -> list[str]
     for app_config in apps.get_app_configs():
         for submodule in submodules:
             name = f"{app_config.name}.{submodule}"
-            if importlib.util.find_spec(name) is not None:
+            try:
+                spec = importlib.util.find_spec(name)
+            except ModuleNotFoundError:  # the app is a plain module, not a package
+                spec = None
+            if spec is not None:
                 importlib.import_module(name)
                 imported.append(name)
     for name in extra_modules:

@@ -1,0 +1,198 @@
+# ruff: noqa: F811 - pytest fixtures imported from djangotest_settings are parameters
+"""django.tasks on pgtaskq: transactional enqueue, results, retries, signals, manage.py.
+
+In-process Django (configured once per session) enqueues; a real ``pgtaskq worker``
+subprocess on the same settings runs the jobs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection, transaction
+from django.utils import timezone
+
+# Fixtures shared with test_django_example.py (tests take them by parameter name).
+from djangotest_settings import django_configured, django_tq  # noqa: F401
+
+from pgtaskq.contrib.django._compat import (
+    InvalidTaskError,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    task_backends,
+    task_enqueued,
+)
+from pgtaskq.contrib.django.results import exception_class_path
+from pgtaskq.testing import wait_until
+
+WORKER_APP = "pgtaskq.contrib.django.runner:tq"
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.fixture
+def tasks(django_tq):
+    """The test tasks module, imported once Django is configured (defining tasks needs it)."""
+    return importlib.import_module("djangotest_tasks")
+
+
+def test_rolled_back_atomic_leaves_no_job_and_no_signal(tasks, django_tq, tq):
+    announced: list[str] = []
+
+    def on_enqueued(sender, task_result, **kwargs):
+        announced.append(task_result.id)
+
+    task_enqueued.connect(on_enqueued, weak=False, dispatch_uid="test.enqueued")
+    try:
+        with pytest.raises(Boom), transaction.atomic():
+            gone = tasks.add.enqueue(1, 2)
+            with connection.cursor() as cur:  # visible inside the view's transaction
+                cur.execute(f"SELECT count(*) FROM {tq.schema}.jobs WHERE id = %s",
+                            [int(gone.id)])
+                assert cur.fetchone()[0] == 1
+            raise Boom
+        assert tq.get_job(int(gone.id)) is None
+        assert announced == []
+
+        with transaction.atomic():
+            kept = tasks.add.enqueue(1, 2)
+            assert announced == []  # sent on commit, not before
+        assert announced == [kept.id]
+    finally:
+        task_enqueued.disconnect(dispatch_uid="test.enqueued")
+    job = tq.get_job(int(kept.id))
+    assert (job.task, job.args, job.status) == ("djangotest_tasks.add", [1, 2], "queued")
+    result = tasks.add.get_result(kept.id)
+    assert result.status == TaskResultStatus.READY
+    assert (result.attempts, result.errors, result.args) == (0, [], [1, 2])
+
+
+def test_native_task_enqueue_joins_the_atomic_block(tasks, django_tq, tq):
+    with pytest.raises(Boom), transaction.atomic():
+        gone = tasks.native_double.enqueue(4)
+        raise Boom
+    with transaction.atomic():
+        kept = tasks.native_double.enqueue(5)
+    assert tq.get_job(gone) is None
+    assert tq.get_job(kept).args == [5]
+
+
+def test_worker_runs_tasks_with_results_retries_and_signals(
+    tasks, django_tq, tq, worker_process, tmp_path: Path
+):
+    signal_log = tmp_path / "signals.jsonl"
+    worker = worker_process(
+        WORKER_APP, "--concurrency", "4", "--backoff-base", "0.05", "--poll-interval", "0.5",
+        env={"DJANGO_SETTINGS_MODULE": "djangotest_settings",
+             "DJANGOTEST_SIGNAL_LOG": str(signal_log)},
+    )
+    worker.wait_ready()
+    added = tasks.add.enqueue(2, 3)
+    flaky = tasks.flaky.enqueue(3)
+    failing = tasks.always_fails.enqueue()
+    awaited = tasks.async_add.enqueue(3, 4)
+    native = tasks.native_double.enqueue(21)
+
+    def finished(result_id: str) -> bool:
+        return task_backends["default"].get_result(result_id).is_finished
+
+    for result in (added, flaky, failing, awaited):
+        wait_until(lambda r=result: finished(r.id), 30, what=f"job {result.id} finished")
+    wait_until(lambda: tq.get_job(native).status == "succeeded", 15, what="native job")
+
+    added.refresh()
+    assert added.status == TaskResultStatus.SUCCESSFUL
+    assert (added.return_value, added.attempts, added.errors) == (5, 1, [])
+    assert len(added.worker_ids) == 1 and added.finished_at is not None
+
+    result = tasks.flaky.get_result(flaky.id)
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert (result.return_value, result.attempts) == (3, 3)  # TaskContext.attempt
+    assert result.errors[-1].exception_class is RuntimeError
+
+    result = tasks.always_fails.get_result(failing.id)
+    assert result.status == TaskResultStatus.FAILED
+    assert result.attempts == 3  # OPTIONS MAX_ATTEMPTS
+    assert result.errors[-1].exception_class is ValueError
+    assert "this task never works" in result.errors[-1].traceback
+    with pytest.raises(ValueError):
+        result.return_value  # noqa: B018 - django.tasks raises for failed tasks
+
+    assert tasks.async_add.get_result(awaited.id).return_value == 7
+    assert tq.get_job(native).result == 42
+
+    seen = [json.loads(line) for line in signal_log.read_text().splitlines()]
+    flaky_signals = [(s["signal"], s["status"], s["attempts"])
+                     for s in seen if s["id"] == flaky.id]
+    assert flaky_signals == [
+        ("started", "RUNNING", 1), ("finished", "READY", 1),
+        ("started", "RUNNING", 2), ("finished", "READY", 2),
+        ("started", "RUNNING", 3), ("finished", "SUCCESSFUL", 3),
+    ]
+    failing_signals = [(s["signal"], s["status"]) for s in seen if s["id"] == failing.id]
+    assert failing_signals[-1] == ("finished", "FAILED")
+    assert worker.stop() == 0, worker.output()
+
+
+def test_defer_and_priority_reach_the_job(tasks, django_tq, tq):
+    backend = task_backends["default"]
+    assert backend.supports_defer and backend.supports_priority and backend.supports_get_result
+    later = timezone.now() + timedelta(hours=1)
+    result = tasks.prioritized.using(run_after=later, priority=-100).enqueue()
+    job = tq.get_job(int(result.id))
+    assert (job.priority, job.queue) == (-100, "reports")
+    assert abs((job.run_at - later).total_seconds()) < 1
+    assert tq.get_job(int(tasks.prioritized.enqueue().id)).priority == 50
+    with pytest.raises(InvalidTaskError):
+        tasks.prioritized.using(priority=101)
+
+
+def test_get_result_of_unknown_ids(tasks, django_tq, tq):
+    backend = task_backends["default"]
+    for bad in ("999999999", "not-a-number"):
+        with pytest.raises(TaskResultDoesNotExist):
+            backend.get_result(bad)
+    native = tasks.native_double.enqueue(1)  # a pgtaskq job, but no django.tasks task
+    with pytest.raises(TaskResultDoesNotExist):
+        backend.get_result(str(native))
+
+
+def test_arguments_must_be_json(tasks, django_tq, tq):
+    with pytest.raises(TypeError):
+        tasks.add.enqueue(object(), 1)
+    assert tq.list_jobs() == []
+
+
+def test_management_command_mirrors_the_cli(tasks, django_tq, tq, capsys):
+    call_command("pgtaskq", "install")
+    assert f"pgtaskq schema {tq.schema!r} is up to date" in capsys.readouterr().out
+    result = tasks.add.enqueue(4, 5)
+    call_command("pgtaskq", "jobs", "--json")
+    listed = json.loads(capsys.readouterr().out)
+    assert [job["id"] for job in listed] == [int(result.id)]
+    with pytest.raises(CommandError, match="no job with id 999999999"):
+        call_command("pgtaskq", "show", "999999999")
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        ("Traceback (most recent call last):\n  File \"x\", line 1\nValueError: no",
+         "builtins.ValueError"),
+        ("Traceback...\n  raise X\nmyapp.errors.PaymentError: card declined\n  extra",
+         "myapp.errors.PaymentError"),
+        ("KeyError", "builtins.KeyError"),
+        ("Retry: retry requested in 5s", "pgtaskq.Retry"),
+        ("TimeoutError: job 3 (t) exceeded its timeout of 1s", "builtins.TimeoutError"),
+        ("", "builtins.Exception"),
+    ],
+)
+def test_exception_class_path_from_a_traceback(text, path):
+    assert exception_class_path(text) == path

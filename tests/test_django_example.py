@@ -1,0 +1,100 @@
+"""examples/django_project under real gunicorn with a real ``manage.py pgtaskq worker``.
+
+200 concurrent signups, every second one failing inside ``atomic()`` after its
+django.tasks enqueue: jobs must exist for exactly the committed signups, each must run
+once, and the view that reads ``get_result()`` must show the outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+from webapps import EXAMPLES, Service, get_json, signup_storm, start_gunicorn
+
+from pgtaskq.testing import wait_until
+
+PROJECT = EXAMPLES / "django_project"
+
+
+@pytest.fixture
+def app_schema(db):
+    """A schema of its own for Django's tables, dropped afterwards."""
+    name = f"dj_{uuid.uuid4().hex[:12]}"
+    db.execute(f"CREATE SCHEMA {name}")
+    yield name
+    db.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=PROJECT, capture_output=True, text=True,
+        timeout=120, env={**os.environ, **env},
+    )
+
+
+def test_signups_under_gunicorn_commit_exactly_their_jobs(pgtaskq_dsn, tq, db, app_schema):
+    env = {
+        "PGTASKQ_DSN": pgtaskq_dsn,
+        "PGTASKQ_SCHEMA": tq.schema,
+        "APP_DB_SCHEMA": app_schema,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+    }
+    migrated = manage(env, "migrate", "--noinput")
+    assert migrated.returncode == 0, migrated.stderr
+    server, base_url = start_gunicorn("project.wsgi", PROJECT, env)
+    worker = Service(
+        [sys.executable, "manage.py", "pgtaskq", "worker", "--concurrency", "4",
+         "--poll-interval", "0.5"],
+        env, PROJECT,
+    )
+    try:
+        worker.wait_for_output("ready")
+        storm = signup_storm(base_url, requests=200, threads=16)
+        assert storm.other == []
+        assert len(storm.committed) == 100 and len(storm.rolled_back) == 100
+
+        def all_sent() -> bool:
+            worker.fail_if_dead()
+            query = f"SELECT count(*) FROM {app_schema}.accounts_welcomeemail"
+            return db.execute(query).fetchone()[0] == 100
+
+        wait_until(all_sent, 60, interval=0.1, what="100 welcome emails")
+        wait_until(lambda: len(tq.list_jobs(status="succeeded", limit=500)) == 100, 15,
+                   what="100 succeeded jobs")
+
+        jobs = tq.list_jobs(limit=500)
+        assert sorted(job.id for job in jobs) == sorted(storm.committed.values())
+        assert {(job.status, job.attempts) for job in jobs} == {("succeeded", 1)}
+        assert {job.task for job in jobs} == {"accounts.tasks.send_welcome"}
+        assert all(tq.get_job(job_id) is None for job_id in storm.rolled_back.values())
+
+        signups = {row[0] for row in db.execute(
+            f"SELECT email FROM {app_schema}.accounts_signup").fetchall()}
+        assert signups == set(storm.committed)
+        sent = dict(db.execute(
+            f"SELECT s.email, w.job_id FROM {app_schema}.accounts_welcomeemail w "
+            f"JOIN {app_schema}.accounts_signup s ON s.id = w.signup_id"
+        ).fetchall())
+        assert sent == storm.committed
+
+        some_job = next(iter(storm.committed.values()))
+        status = get_json(f"{base_url}/welcome/{some_job}")
+        assert status["status"] == "SUCCESSFUL" and status["attempts"] == 1
+        assert status["return_value"].endswith("on attempt 1")
+    finally:
+        worker_code = worker.stop()
+        server.stop()
+    assert worker_code == 0, worker.output()
+
+    listed = manage(env, "pgtaskq", "jobs", "--status", "succeeded", "--limit", "500", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == 100
+    missing = manage(env, "pgtaskq", "show", "999999999")
+    assert missing.returncode != 0
+    assert "no job with id 999999999" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -94,8 +94,14 @@ def catalog(db: psycopg.Connection, name: str) -> dict[str, Any]:
             FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
             WHERE n.nspname = %(s)s"""),
         "functions": rows("""
-            SELECT p.proname, pg_get_functiondef(p.oid) FROM pg_proc p
-            JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %(s)s"""),
+            SELECT p.oid::regprocedure::text, p.prokind,
+                   CASE WHEN p.prokind = 'a'
+                        THEN concat_ws(' ', a.aggtransfn::regproc, a.aggfinalfn::regproc,
+                                       a.aggtranstype::regtype, a.agginitval)
+                        ELSE pg_get_functiondef(p.oid) END
+            FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+            LEFT JOIN pg_aggregate a ON a.aggfnoid = p.oid
+            WHERE n.nspname = %(s)s"""),
         "options": rows("""
             SELECT c.relname, c.relkind, coalesce(c.reloptions::text, '') FROM pg_class c
             JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -257,6 +263,7 @@ def test_uninstall_drops_everything(
     assert tq.uninstall() is False
     with pytest.raises(SchemaNotInstalledError):
         tq.get_job(1)
+    tq.close()
 
 
 def test_uninstall_keeps_the_users_tables_and_schema(

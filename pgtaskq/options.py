@@ -37,9 +37,26 @@ def _refuse(value: object) -> Any:
 def dump_json(value: object) -> str:
     """JSON text of ``value``; ``TypeError`` naming the first unserialisable value's type."""
     try:
-        return json.dumps(value, default=_refuse, allow_nan=False, separators=(",", ":"))
+        text = json.dumps(value, default=_refuse, allow_nan=False, separators=(",", ":"))
     except ValueError as exc:  # NaN / Infinity: PostgreSQL's jsonb rejects them
         raise TypeError(f"job arguments must be JSON-serialisable: {exc}") from None
+    if "\\u0000" in text:  # a plain substring test first: this runs on every enqueue
+        _refuse_nul(text)
+    return text
+
+
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+"""``\\u0000`` as an escape (not as the text ``\\\\u0000``: an escaped backslash)."""
+
+
+def _refuse_nul(text: str) -> None:
+    """Refuse U+0000, which jsonb cannot store, before any SQL: failing in the database
+    instead would abort the caller's transaction when ``conn=`` is used."""
+    if _NUL_ESCAPE.search(text):
+        raise ValueError(
+            "job arguments cannot contain the NUL character '\\x00': "
+            "PostgreSQL cannot store it in jsonb"
+        )
 
 
 def check_task_name(name: object) -> str:

@@ -221,3 +221,23 @@ def test_two_tasks_with_one_name_are_refused(offline: TaskQueue) -> None:
     offline.task(name="same")(lambda: 1)
     with pytest.raises(ConfigurationError, match="same"):
         offline.task(name="same")(lambda: 2)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"), [(["a\x00b"], None), (None, {"k": {"nested": "\x00"}}), (None, {"\x00": 1})]
+)
+def test_nul_character_is_refused_before_the_callers_transaction_is_touched(
+    tq: TaskQueue, conn: psycopg.Connection, args: Any, kwargs: Any
+) -> None:
+    with pytest.raises(ValueError, match="NUL"):
+        tq.enqueue("t", args=args, kwargs=kwargs, conn=conn)
+    with pytest.raises(ValueError, match="NUL"):
+        tq.enqueue_many("t", [{"args": [1]}, {"args": args, "kwargs": kwargs}], conn=conn)
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert tq.list_jobs() == []
+
+
+def test_backslash_u0000_as_text_is_stored(tq: TaskQueue) -> None:
+    text = "C:\\u0000\\\\u0000"  # backslashes, not NUL characters
+    job = tq.get_job(tq.enqueue("t", args=[text], kwargs={"k": text}))
+    assert job is not None and (job.args, job.kwargs) == ([text], {"k": text})

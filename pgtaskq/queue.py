@@ -14,8 +14,8 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -33,6 +33,9 @@ from pgtaskq.job import Job
 from pgtaskq.sql import channel_name, render, validate_schema_name
 from pgtaskq.sql import jobs as job_sql
 from pgtaskq.task import Task
+
+if TYPE_CHECKING:
+    from pgtaskq.cron import Schedule
 
 _DEDUPE_RACE_RETRIES = 5
 
@@ -61,6 +64,7 @@ class TaskQueue:
         self.default_max_attempts = options.check_max_attempts(default_max_attempts)
         self.tasks: dict[str, Task] = {}
         self.job_middlewares: list[JobMiddleware] = []
+        self.schedules: dict[str, Schedule] = {}
         self._pool_min_size = pool_min_size
         self._pool_max_size = pool_max_size
         self._pool: ConnectionPool | None = None
@@ -216,6 +220,33 @@ class TaskQueue:
         if func is not None:
             return register(func)
         return register
+
+    def periodic(
+        self,
+        cron: str,
+        *,
+        name: str | None = None,
+        tz: str | tzinfo | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        misfire: str = "run_once",
+    ) -> Callable[[Callable[..., Any]], Task]:
+        """Run a task on a cron schedule: ``@tq.periodic("*/5 * * * *", name="cleanup")``.
+
+        Every worker takes part and each tick enqueues exactly one job; ``tz`` is an IANA
+        zone (UTC by default); ``misfire`` is ``"run_once"`` (after an outage, run the
+        latest missed tick once) or ``"skip"``. Bad input raises ``ConfigurationError``
+        here, at import time. See ``pgtaskq.cron`` and docs/cron.rst.
+        """
+        from pgtaskq import cron as cron_schedules
+
+        return cron_schedules.periodic(
+            self, cron, name=name, tz=tz, queue=queue, priority=priority,
+            max_attempts=max_attempts, args=args, kwargs=kwargs, misfire=misfire,
+        )
 
     def add_job_middleware(self, middleware: JobMiddleware) -> JobMiddleware:
         """Wrap every job the workers of this queue run: ``middleware(job, call_next)``.

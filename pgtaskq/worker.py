@@ -43,6 +43,7 @@ from pgtaskq.held import HeldJob, HeldJobs
 from pgtaskq.listener import Events, Listener
 from pgtaskq.options import check_queue
 from pgtaskq.rescuer import Rescuer
+from pgtaskq.scheduler import CronScheduler
 from pgtaskq.slots import Slots
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
@@ -224,8 +225,10 @@ class Worker:
                 self._listener.close()
 
     def _make_timers(self) -> list[LoopTimer]:
-        """Timers the main loop serves (the cron scheduler registers here)."""
-        return []
+        """Timers the main loop serves: the cron scheduler, when the app has schedules."""
+        if not self.tq.schedules:
+            return []
+        return [CronScheduler(self._pool, self.tq.schema, self.tq.channel, self.tq.schedules)]
 
     def _run_timers(self) -> None:
         for timer in self._timers:

@@ -24,6 +24,7 @@ from pgtaskq.cli.jobs import (
     retry_command,
     show_command,
 )
+from pgtaskq.cli.schedules import schedules_command
 from pgtaskq.cli.schema import install_command, uninstall_command, upgrade_command
 from pgtaskq.cli.worker import worker_command
 
@@ -53,6 +54,7 @@ cli.add_command(show_command)
 cli.add_command(cancel_command)
 cli.add_command(retry_command)
 cli.add_command(worker_command)
+cli.add_command(schedules_command)
 # -- end of commands --------------------------------------------------------------------
 
 

@@ -11,6 +11,10 @@ Layout (why it looks like this, see DESIGN.md):
 - ``jobs_dedupe_key`` is a unique index over live rows: at most one queued/running job per
   key, enforced by PostgreSQL rather than by a lock.
 - Aggressive per-table autovacuum on ``jobs``: a queue table churns its whole content.
+- ``schedules`` has one row per cron schedule; ``last_tick`` is the watermark that lets
+  every worker fire ticks without a leader (see ``sql/cron.py``), and ``defined_at`` is
+  when the current expression was registered, so a changed schedule never "catches up"
+  ticks of its old definition.
 - ``stats_minute`` holds per-minute rollups written by the completer, so ``pgtaskq stats``
   never counts the job tables.
 
@@ -122,7 +126,9 @@ CREATE TABLE {schema}.schedules (
     last_tick timestamptz,
     next_tick timestamptz,
     last_job_id bigint,
-    updated_at timestamptz NOT NULL DEFAULT now()
+    defined_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT schedules_misfire_valid CHECK (misfire IN ('run_once', 'skip'))
 ) WITH (fillfactor = 50);
 
 CREATE TABLE {schema}.stats_minute (

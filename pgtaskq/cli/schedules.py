@@ -1,0 +1,72 @@
+"""``pgtaskq schedules``: the cron schedules workers registered, with last and next run.
+
+It reads the ``schedules`` table only, so it needs no access to the application's code:
+what it shows is what the workers registered (an inactive row is a schedule no longer in
+the code of the last worker that started). Times are UTC, as in ``pgtaskq jobs``; the
+``tz`` column says in which zone the expression is read.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+from tabulate import tabulate
+
+from pgtaskq.cli.context import pass_queue
+from pgtaskq.queue import TaskQueue
+from pgtaskq.sql import cron as cron_sql
+from pgtaskq.sql import render
+
+COLUMNS = ("name", "expression", "tz", "next run (UTC)", "last run (UTC)", "last job",
+           "active")
+
+
+def _time(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def fetch_schedules(tq: TaskQueue) -> list[dict[str, Any]]:
+    """One dict per schedule row, active ones first, by name."""
+    with tq.connection() as conn:
+        rows = conn.execute(render(tq.schema, cron_sql.SCHEDULE_LIST)).fetchall()
+    keys = ("name", "expression", "tz", "task", "queue", "misfire", "active", "last_tick",
+            "next_tick", "last_job_id", "last_job_status")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _last_job(row: dict[str, Any]) -> str:
+    if row["last_job_id"] is None:
+        return ""
+    # A job purged from history has no status left; its id still says a tick ran.
+    return f"{row['last_job_id']} {row['last_job_status'] or 'purged'}"
+
+
+@click.command("schedules")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per schedule.")
+@pass_queue
+def schedules_command(tq: TaskQueue, as_json: bool) -> None:
+    """List cron schedules with their last and next run and the last job's status."""
+    rows = fetch_schedules(tq)
+    if as_json:
+        for row in rows:
+            row["last_tick"], row["next_tick"] = _iso(row["last_tick"]), _iso(row["next_tick"])
+            click.echo(json.dumps(row))
+        return
+    if not rows:
+        click.echo("no schedules registered (workers register them when they start)")
+        return
+    table = [
+        [row["name"], row["expression"], row["tz"], _time(row["next_tick"]),
+         _time(row["last_tick"]), _last_job(row), "yes" if row["active"] else "no"]
+        for row in rows
+    ]
+    click.echo(tabulate(table, headers=COLUMNS, tablefmt="simple"))

@@ -1,0 +1,189 @@
+"""The cron scheduler every worker runs: turns due ticks into jobs, exactly once overall.
+
+There is no leader. Each worker computes the next tick of each schedule itself and, when
+it is due, runs ``SCHEDULE_FIRE``, which enqueues the job only if it moves the schedule's
+watermark (``last_tick``) forward; every other worker's attempt at the same tick inserts
+nothing. A worker that dies at any point leaves the others firing the next ticks, so
+there is nothing to fail over.
+
+It runs in the worker's main thread as a ``LoopTimer``: ``seconds_until_due`` is part of
+the ``select()`` timeout, so an idle worker wakes for a tick rather than at its next poll,
+and ``run_due`` is a few short statements. Nothing here sleeps: after a database error it
+reports a later due time (with backoff) instead of blocking the loop.
+
+Missed ticks. At start-up a worker registers its schedules and reads each watermark; a
+``run_once`` schedule whose latest tick is after its watermark (ticks passed while no
+worker ran) gets that latest tick enqueued once, at once; ``skip`` waits for the next
+tick. A running worker that falls behind (database down, process stopped) later runs only
+the latest due tick, whatever the policy: never a burst.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from psycopg import sql
+
+from pgtaskq.cron import RUN_ONCE, Schedule
+from pgtaskq.sql import cron as cron_sql
+from pgtaskq.sql import render
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
+log = logging.getLogger("pgtaskq.scheduler")
+
+ERROR_BACKOFF_MIN = 0.5
+ERROR_BACKOFF_MAX = 5.0
+"""Seconds before retrying after a database error; doubles per failure up to the max, so
+a database outage costs the main loop one short attempt every few seconds."""
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, timezone.utc)
+
+
+def first_due(schedule: Schedule, now: datetime, last_tick: datetime | None,
+              defined_at: datetime) -> datetime:
+    """The tick a freshly started worker waits for first (the misfire policy).
+
+    A tick counts as missed when it is after both the watermark and the moment this
+    definition was registered: a new or changed schedule has missed nothing.
+    """
+    latest = schedule.latest_tick(now)
+    floor = max(defined_at, last_tick) if last_tick is not None else defined_at
+    if schedule.misfire == RUN_ONCE and latest > floor:
+        return latest
+    return schedule.next_tick(now)
+
+
+class CronScheduler:
+    """Fires the ticks of a TaskQueue's schedules from inside a worker's main loop."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        schema: str,
+        channel: str,
+        schedules: Mapping[str, Schedule],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._pool = pool
+        self._schema = schema
+        self._channel = channel
+        self._schedules = dict(schedules)
+        self._clock = clock
+        self._jobs_table = sql.Identifier(schema, "jobs").as_string(None)
+        self._due: dict[str, datetime] = {}
+        self._registered = False
+        self._failures = 0
+        self._not_before = 0.0
+        self._warned: set[str] = set()
+
+    @property
+    def due(self) -> dict[str, datetime]:
+        """Next tick each schedule waits for (empty until registered)."""
+        return dict(self._due)
+
+    # -- LoopTimer ----------------------------------------------------------------------
+
+    def seconds_until_due(self) -> float | None:
+        now = self._clock()
+        if not self._registered:
+            wanted = now
+        elif self._due:
+            wanted = min(self._due.values()).timestamp()
+        else:
+            return None
+        return max(wanted, self._not_before) - now
+
+    def run_due(self) -> None:
+        now = self._clock()
+        if now < self._not_before:
+            return
+        try:
+            if not self._registered:
+                self.register(now)
+            for schedule in self._schedules.values():
+                due = self._due.get(schedule.name)
+                if due is not None and due.timestamp() <= now:
+                    self._fire(schedule, now)
+        except Exception as exc:
+            self._failures += 1
+            pause = min(ERROR_BACKOFF_MAX, ERROR_BACKOFF_MIN * 2 ** (self._failures - 1))
+            self._not_before = self._clock() + pause
+            text = str(exc).strip()
+            log.warning("cron scheduler: %s (next attempt in %.1fs)",
+                        text.splitlines()[0] if text else type(exc).__name__, pause)
+            return
+        if self._failures:
+            log.info("cron scheduler works again")
+        self._failures = 0
+
+    # -- steps --------------------------------------------------------------------------
+
+    def register(self, now: float) -> None:
+        """Upsert this worker's schedules, retire the others, and choose the first ticks."""
+        now_dt = _utc(now)
+        schedules = sorted(self._schedules.values(), key=lambda s: s.name)
+        params = {
+            "names": [s.name for s in schedules],
+            "expressions": [s.expression for s in schedules],
+            "tzs": [s.tz for s in schedules],
+            "tasks": [s.task for s in schedules],
+            "queues": [s.queue for s in schedules],
+            "misfires": [s.misfire for s in schedules],
+            "next_ticks": [s.next_tick(now_dt) for s in schedules],
+        }
+        with self._pool.connection(timeout=5) as conn:
+            rows = conn.execute(render(self._schema, cron_sql.SCHEDULE_REGISTER),
+                                params).fetchall()
+        retired = sorted(name for kind, name, _, _ in rows if kind == "retired")
+        due = {}
+        for kind, name, last_tick, defined_at in rows:
+            if kind == "registered":
+                due[name] = first_due(self._schedules[name], now_dt, last_tick, defined_at)
+        self._due = due
+        self._registered = True
+        self._warned.clear()
+        log.info("cron: %d schedules registered (%s)%s", len(due), ", ".join(sorted(due)),
+                 f"; no longer in the code, now inactive: {', '.join(retired)}"
+                 if retired else "")
+
+    def _fire(self, schedule: Schedule, now: float) -> None:
+        # Ticks that passed while this worker was held up collapse into the latest one.
+        tick = schedule.latest_tick(_utc(now))
+        following = schedule.next_tick(tick)
+        params = {
+            "jobs_table": self._jobs_table, "name": schedule.name, "tick": tick,
+            "next_tick": following, "expression": schedule.expression, "tz": schedule.tz,
+            "task": schedule.task, "queue": schedule.queue, "args": schedule.args_json,
+            "kwargs": schedule.kwargs_json, "priority": schedule.priority,
+            "max_attempts": schedule.max_attempts, "channel": self._channel,
+        }
+        with self._pool.connection(timeout=5) as conn:
+            row = conn.execute(render(self._schema, cron_sql.SCHEDULE_FIRE),
+                               params).fetchone()
+        job_id, outcome = row if row is not None else (None, "missing")
+        self._due[schedule.name] = following
+        if outcome == "enqueued":
+            self._warned.discard(schedule.name)
+            log.info("cron: schedule %s: job %d enqueued for tick %s", schedule.name,
+                     job_id, tick.isoformat())
+        elif outcome == "missing":
+            # The row is gone (schema reinstalled, row deleted): register again.
+            self._registered = False
+            log.warning("cron: schedule %s is not in the database; registering again",
+                        schedule.name)
+        elif outcome != "taken" and schedule.name not in self._warned:
+            self._warned.add(schedule.name)
+            log.warning(
+                "cron: schedule %s is %s in the database by a worker started after this "
+                "one; this worker does not fire it until restarted with the same code",
+                schedule.name,
+                "retired" if outcome == "inactive" else "defined differently")

@@ -1,0 +1,25 @@
+"""Schedules for the cron tests: one that ticks every second (6-field expression), so a
+test sees several ticks in a few seconds, and two monthly ones that differ only in their
+misfire policy, for the missed-tick tests (their ticks are weeks apart, so a test can
+only ever see the catch-up of a missed one)."""
+
+from __future__ import annotations
+
+from pgtaskq import TaskQueue
+
+tq = TaskQueue()
+
+
+@tq.periodic("* * * * * *", name="every_second")
+def every_second():
+    return "tick"
+
+
+@tq.periodic("0 0 1 * *", name="monthly_run_once")
+def monthly_run_once():
+    return "caught up"
+
+
+@tq.periodic("0 0 1 * *", name="monthly_skip", misfire="skip")
+def monthly_skip():
+    return "skipped?"

@@ -153,12 +153,12 @@ class PgtaskqBackend(BaseTaskBackend):
         return result
 
     def get_result(self, result_id: str) -> TaskResult:
-        """The job's current state (read on pgtaskq's pool: committed jobs only)."""
+        """The job's current state, read on Django's connection (own transaction included)."""
         try:
             job_id = int(result_id)
         except (TypeError, ValueError):
             raise TaskResultDoesNotExist(result_id) from None
-        job = get_queue().get_job(job_id)
+        job = get_queue().read_job(job_id)
         if job is None:
             raise TaskResultDoesNotExist(result_id)
         return results.result_from_job(self._task_of(job.task, result_id), job, self.alias)

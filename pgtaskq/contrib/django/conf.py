@@ -21,6 +21,9 @@ Settings (all optional)::
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -31,9 +34,12 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from psycopg.conninfo import make_conninfo
 
-from pgtaskq import defaults, embedded
+from pgtaskq import dbapi, defaults, embedded
 from pgtaskq.errors import ConfigurationError
+from pgtaskq.job import Job
 from pgtaskq.queue import TaskQueue
+from pgtaskq.sql import jobs as job_sql
+from pgtaskq.sql import render
 
 DEFAULTS: dict[str, Any] = {
     "DATABASE": "default",
@@ -163,6 +169,24 @@ class DjangoTaskQueue(TaskQueue):
 
         return connections[self.database]
 
+    def read_job(self, job_id: int) -> Job | None:
+        """``get_job`` on Django's connection: sees jobs of the current transaction too.
+
+        django.tasks' ``get_result()`` uses it, so a view (or a ``TestCase``, whose test
+        runs in one transaction) can read a result it has just enqueued.
+        """
+        conn = self.connection_for_enqueue()
+        if conn is None:
+            return self.get_job(job_id)
+        rows = dbapi.execute(conn, _read_job_query(self.schema), {"id": int(job_id)})
+        if not rows:
+            return None
+        values = dict(zip(_JOB_FIELDS, rows[0], strict=True))
+        for name in _JSON_FIELDS:  # sent as text: Django's drivers do not decode jsonb
+            if values[name] is not None:
+                values[name] = json.loads(values[name])
+        return Job(**values)
+
     def enqueue(
         self,
         task_name: str,
@@ -188,6 +212,17 @@ class DjangoTaskQueue(TaskQueue):
         self, task_name: str, jobs: Sequence[Mapping[str, Any]], *, conn: Any = None
     ) -> list[int]:
         return super().enqueue_many(task_name, jobs, conn=self.connection_for_enqueue(conn))
+
+
+_JOB_FIELDS = [field.name for field in dataclasses.fields(Job)]
+_JSON_FIELDS = ("args", "kwargs", "result")
+
+
+@functools.lru_cache(maxsize=64)
+def _read_job_query(schema: str) -> str:
+    columns = ", ".join(f"{name}::text" if name in _JSON_FIELDS else name
+                        for name in _JOB_FIELDS)
+    return f"SELECT {columns} FROM ({render(schema, job_sql.GET)}) AS job"
 
 
 _queue: DjangoTaskQueue | None = None

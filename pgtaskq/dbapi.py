@@ -12,12 +12,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
+from psycopg.rows import tuple_row
 
 
 def execute(conn: Any, query: str, params: Mapping[str, Any] | None = None) -> list[tuple]:
-    """Execute ``query`` on ``conn`` and return all rows (empty when it returns none)."""
+    """Execute ``query`` on ``conn`` and return all rows as tuples (empty when none).
+
+    Callers' connections often return dicts (``row_factory=dict_row``, psycopg2's
+    ``RealDictCursor``); pgtaskq reads columns by position, so rows are made tuples here.
+    """
     if isinstance(conn, psycopg.Connection):
-        with conn.cursor() as cur:
+        with conn.cursor(row_factory=tuple_row) as cur:
             cur.execute(query, params)
             return cur.fetchall() if cur.description is not None else []
     if not hasattr(conn, "cursor"):
@@ -29,6 +34,7 @@ def execute(conn: Any, query: str, params: Mapping[str, Any] | None = None) -> l
     try:
         cur.execute(query, params)
         rows: Sequence[Any] = cur.fetchall() if cur.description is not None else []
-        return [tuple(row) for row in rows]
+        # RealDictRow is a dict in column order: its values, not its keys, are the row.
+        return [tuple(row.values()) if isinstance(row, Mapping) else tuple(row) for row in rows]
     finally:
         cur.close()

@@ -12,7 +12,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
+import psycopg.rows
 import psycopg2
+import psycopg2.extras
 import pytest
 from psycopg import sql
 
@@ -289,3 +291,40 @@ def test_single_enqueue_is_one_statement(
     tq.enqueue("t", dedupe_key="d", conn=conn)
     tq.enqueue("t", dedupe_key="d", conn=conn)
     assert len(executed) == 3, executed
+
+
+def _pg3(dsn: str, row_factory: Any) -> Any:
+    return psycopg.connect(dsn, row_factory=row_factory)
+
+
+def _pg2(dsn: str, cursor_factory: Any) -> Any:
+    return psycopg2.connect(dsn, cursor_factory=cursor_factory)
+
+
+@pytest.mark.parametrize(
+    "connect",
+    [
+        lambda dsn: _pg3(dsn, psycopg.rows.dict_row),
+        lambda dsn: _pg3(dsn, psycopg.rows.namedtuple_row),
+        lambda dsn: _pg2(dsn, psycopg2.extras.RealDictCursor),
+        lambda dsn: _pg2(dsn, psycopg2.extras.DictCursor),
+        lambda dsn: _pg2(dsn, psycopg2.extras.NamedTupleCursor),
+    ],
+    ids=["pg3-dict_row", "pg3-namedtuple_row", "pg2-RealDictCursor", "pg2-DictCursor",
+         "pg2-NamedTupleCursor"],
+)
+def test_callers_connection_may_return_dict_rows(
+    tq: TaskQueue, pgtaskq_dsn: str, connect: Any
+) -> None:
+    conn = connect(pgtaskq_dsn)
+    try:
+        job_id = tq.enqueue("t", args=[1], dedupe_key="k", conn=conn)
+        assert tq.enqueue("t", dedupe_key="k", conn=conn) == job_id
+        ids = tq.enqueue_many("t", [{"dedupe_key": "k"}, {"args": [2]}], conn=conn)
+        assert ids[0] == job_id
+        assert tq.cancel(ids[1], conn=conn) is True
+        assert tq.retry(ids[1], conn=conn) is True
+        conn.commit()
+    finally:
+        conn.close()
+    assert [(j.id, j.status) for j in tq.list_jobs()] == [(ids[1], "queued"), (job_id, "queued")]

@@ -1,0 +1,1 @@
+"""pgtaskq's benchmarks: ``python -m benchmarks --help`` (see README.rst)."""

@@ -1,0 +1,156 @@
+"""``python -m benchmarks [--quick] [--scenario NAME]...``: pgtaskq beside its peers.
+
+Runs the chosen scenarios (all by default) on one server in one run, prints a table per
+scenario, and writes each table into its own marked section of ``benchmarks/RESULTS.md``
+(sections written by other benchmarks are kept), the raw figures into
+``benchmarks/results.json`` and the throughput chart into ``benchmarks/throughput.png``.
+
+PostgreSQL: ``$PGTASKQ_BENCH_DSN`` (databases ``bench_*`` are created on that server), else
+an embedded server. Redis: ``$REDIS_URL`` (default the local one); when none answers, the
+Redis peers are skipped with a note. Peer libraries: ``pip install -r
+benchmarks/requirements.txt`` (``--install`` does it into this interpreter's environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common
+from benchmarks.bench_worker import Context
+from benchmarks.common import BenchError, Table, log
+
+
+def _worker(name: str, **kwargs: Any) -> Callable[[Context], tuple[Table, dict]]:
+    def run(ctx: Context) -> tuple[Table, dict]:
+        from benchmarks import bench_worker
+
+        return getattr(bench_worker, f"scenario_{name}")(ctx, **kwargs)
+    return run
+
+
+def _module(module: str, function: str) -> Callable[[Context], tuple[Table, dict]]:
+    def run(ctx: Context) -> tuple[Table, dict]:
+        return getattr(importlib.import_module(module), function)(ctx)
+    return run
+
+
+def _enqueue(ctx: Context) -> tuple[Table | None, dict]:
+    """bench_enqueue.py keeps its own section of RESULTS.md (the Enqueue table)."""
+    from benchmarks import bench_enqueue
+
+    quick = ["--rounds", "1", "--seconds", "2", "--jobs", "20000"] if ctx.quick else []
+    if bench_enqueue.main(["--update-results", *quick]) != 0:
+        raise BenchError("bench_enqueue failed")
+    return None, {}
+
+
+SCENARIOS: dict[str, tuple[str, Callable[[Context], tuple[Table | None, dict]]]] = {
+    "enqueue": ("single and bulk enqueue beside pgqueuer and pgbench (bench_enqueue.py, "
+                "its own section)", _enqueue),
+    "ceiling": ("pgbench running pgtaskq's claim/complete SQL, no Python",
+                _worker("ceiling")),
+    "drain": ("drain N jobs, one worker process at concurrency 8, every system",
+              _worker("drain")),
+    "latency": ("pickup latency p50/p95/p99 of an idle worker, every system",
+                _worker("latency")),
+    "processes": ("pgtaskq with 1, 2, 4, 8 and 16 worker processes", _worker("processes")),
+    "scale": ("pgtaskq: drain rate at 10k vs 1M queued, worker RSS over 1M jobs",
+              _worker("scale")),
+    "bloat": ("pgtaskq: table/index size and dead tuples under steady load",
+              _module("benchmarks.bench_soak", "scenario_bloat")),
+    "chaos": ("pgtaskq: steady load while workers are SIGKILLed and PostgreSQL restarts",
+              _module("benchmarks.bench_soak", "scenario_chaos")),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="scenarios:\n" + "\n".join(f"  {k:10} {v[0]}" for k, v in SCENARIOS.items()))
+    parser.add_argument("--quick", action="store_true",
+                        help="small N, one run each, ~1 minute soaks: to check the harness")
+    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS),
+                        help="run only this scenario (repeatable; default: all)")
+    parser.add_argument("--repeat", type=int, help="runs per figure (default 3, quick 1)")
+    parser.add_argument("--duration", type=float,
+                        help="seconds of steady load for bloat and chaos "
+                             "(default 600 and 180, quick 60 and 45)")
+    parser.add_argument("--install", action="store_true",
+                        help="pip install -r benchmarks/requirements.txt first")
+    parser.add_argument("--no-write", action="store_true",
+                        help="print the tables only; leave RESULTS.md and the chart alone")
+    args = parser.parse_args(argv)
+
+    if args.install:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-r",
+                        str(common.BENCH_DIR / "requirements.txt")], check=True)
+    server = common.server_dsn()
+    redis = common.redis_url()
+    if redis is None:
+        print("note: no Redis answered at $REDIS_URL: the Redis peers (celery, rq, dramatiq, "
+              "huey) are skipped", file=sys.stderr)
+    ctx = Context(server, redis, args.quick, args.repeat or (1 if args.quick else 3),
+                  Path(tempfile.mkdtemp(prefix="pgtaskq-bench-")), args.duration)
+    names = args.scenario or list(SCENARIOS)
+    failures = 0
+    for name in names:
+        log(f"scenario {name}: {SCENARIOS[name][0]}")
+        started = time.monotonic()
+        try:
+            table, raw = SCENARIOS[name][1](ctx)
+        except BenchError as exc:
+            failures += 1
+            log(f"scenario {name} failed: {exc}")
+            table, raw = Table(f"{name}: failed", ["error"], [[str(exc).splitlines()[0]]]), {}
+        if table is None:  # the scenario wrote its own section
+            continue
+        table.notes.append(f"took {time.monotonic() - started:.0f} s"
+                           + (" (--quick)" if args.quick else ""))
+        print(table.text(), flush=True)
+        if not args.no_write:
+            common.save_raw(name, {"quick": args.quick, "repeat": ctx.repeat, **raw})
+            common.write_section(f"bench:{name}", table.markdown())
+    if not args.no_write:
+        info = common.machine_info(server)
+        common.write_section("bench:machine", _machine_markdown(info, args, names))
+        try:
+            from benchmarks.chart import throughput_chart
+
+            throughput_chart(common.load_raw(), common.BENCH_DIR / "throughput.png")
+        except ImportError as exc:
+            log(f"no chart ({exc}): pip install -r benchmarks/requirements.txt")
+    return 1 if failures else 0
+
+
+def _machine_markdown(info: dict[str, Any], args: argparse.Namespace,
+                      names: list[str]) -> str:
+    pg = info["postgresql"]
+    packages = common.versions(["pgtaskq", "psycopg", "pgqueuer", "procrastinate", "celery",
+                                "rq", "dramatiq", "huey", "redis", "kombu"])
+    command = "python -m benchmarks" + (" --quick" if args.quick else "") + "".join(
+        f" --scenario {n}" for n in (args.scenario or []))
+    return "\n".join([
+        "### Machine and versions (last run)",
+        "",
+        f"- run: `{command}` on {info['date']}; load average at the end {info['load_average']}",
+        f"- CPU: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; "
+        f"Linux {info['kernel']}; Python {info['python']}",
+        f"- PostgreSQL {pg['server_version']}: fsync {pg['fsync']}, synchronous_commit "
+        f"{pg['synchronous_commit']}, shared_buffers {pg['shared_buffers']}, "
+        f"max_connections {pg['max_connections']} (server defaults, nothing tuned)",
+        "- " + ", ".join(f"{k} {v}" for k, v in packages.items()),
+        f"- scenarios in this run: {', '.join(names)}",
+    ]) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -57,6 +57,7 @@ def test_rolled_back_atomic_leaves_no_job_and_no_signal(tasks, django_tq, tq):
                 cur.execute(f"SELECT count(*) FROM {tq.schema}.jobs WHERE id = %s",
                             [int(gone.id)])
                 assert cur.fetchone()[0] == 1
+            assert tasks.add.get_result(gone.id).status == TaskResultStatus.READY
             raise Boom
         assert tq.get_job(int(gone.id)) is None
         assert announced == []

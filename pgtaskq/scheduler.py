@@ -139,6 +139,7 @@ class CronScheduler:
             "queues": [s.queue for s in schedules],
             "misfires": [s.misfire for s in schedules],
             "next_ticks": [s.next_tick(now_dt) for s in schedules],
+            "now": now_dt,
         }
         with self._pool.connection(timeout=5) as conn:
             rows = conn.execute(render(self._schema, cron_sql.SCHEDULE_REGISTER),

@@ -24,7 +24,8 @@ WITH defined AS (
 ), registered AS (
     INSERT INTO {schema}.schedules AS s
         (name, expression, tz, task, queue, misfire, active, next_tick, defined_at)
-    SELECT name, expression, tz, task, queue, misfire, true, next_tick, now() FROM defined
+    SELECT name, expression, tz, task, queue, misfire, true, next_tick, %(now)s::timestamptz
+    FROM defined
     ON CONFLICT (name) DO UPDATE SET
         expression = EXCLUDED.expression,
         tz = EXCLUDED.tz,
@@ -34,10 +35,11 @@ WITH defined AS (
         active = true,
         next_tick = EXCLUDED.next_tick,
         -- Ticks of an old definition, or from before a schedule came back, are never
-        -- "missed": the catch-up on start-up only looks at ticks after defined_at.
+        -- "missed": the catch-up on start-up only looks at ticks after defined_at. It is
+        -- the registering worker's clock, like the ticks it is compared with.
         defined_at = CASE
             WHEN s.active AND s.expression = EXCLUDED.expression AND s.tz = EXCLUDED.tz
-            THEN s.defined_at ELSE now() END,
+            THEN s.defined_at ELSE EXCLUDED.defined_at END,
         updated_at = now()
     RETURNING name, last_tick, defined_at
 ), retired AS (

@@ -1,7 +1,11 @@
 """Schedules for the cron tests: one that ticks every second (6-field expression), so a
 test sees several ticks in a few seconds, and two monthly ones that differ only in their
 misfire policy, for the missed-tick tests (their ticks are weeks apart, so a test can
-only ever see the catch-up of a missed one)."""
+only ever see the catch-up of a missed one).
+
+``every_second`` enqueues into its own queue: tests that count ticks run workers with
+``-q default``, so those jobs stay queued with ``run_at`` = their tick (running, and
+above all rescuing, a job moves its ``run_at``)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from pgtaskq import TaskQueue
 tq = TaskQueue()
 
 
-@tq.periodic("* * * * * *", name="every_second")
+@tq.periodic("* * * * * *", name="every_second", queue="ticks")
 def every_second():
     return "tick"
 

@@ -102,7 +102,7 @@ def enqueue_command(
 @click.option("--status", "-s", type=click.Choice(STATUSES), help="Only jobs in this status.")
 @click.option("--task", "-t", help="Only jobs of this task.")
 @click.option("--queue", "-q", "queue_name", help="Only jobs in this queue.")
-@click.option("--limit", "-n", type=click.IntRange(min=1), default=50, show_default=True,
+@click.option("--limit", "-n", type=click.IntRange(1, 100_000), default=50, show_default=True,
               help="Show at most this many jobs, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_queue

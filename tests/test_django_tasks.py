@@ -197,3 +197,17 @@ def test_management_command_mirrors_the_cli(tasks, django_tq, tq, capsys):
 )
 def test_exception_class_path_from_a_traceback(text, path):
     assert exception_class_path(text) == path
+
+
+def test_system_check_reports_bad_settings(django_configured):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+    from django.test import override_settings
+
+    call_command("check", "--tag", "pgtaskq")
+    with override_settings(PGTASKQ={"SCHEMA": "Bad-Name"}), \
+            pytest.raises(SystemCheckError, match="invalid schema name"):
+        call_command("check", "--tag", "pgtaskq")
+    with override_settings(PGTASKQ={"QUEUES": ["x"]}), \
+            pytest.raises(SystemCheckError, match="unknown PGTASKQ setting"):
+        call_command("check", "--tag", "pgtaskq")

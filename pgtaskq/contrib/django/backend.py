@@ -17,10 +17,8 @@ passed through unchanged (both say "higher runs first", -100..100 fits pgtaskq's
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
-from django.core import checks
 from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -173,19 +171,6 @@ class PgtaskqBackend(BaseTaskBackend):
         if not isinstance(task, Task):
             raise TaskResultDoesNotExist(f"{result_id} is not a django.tasks job ({path})")
         return task
-
-    # -- system checks ------------------------------------------------------------------
-
-    def check(self, **kwargs: Any) -> Iterable[checks.CheckMessage]:
-        yield from super().check(**kwargs)
-        try:
-            queue = get_queue()
-            if queue.database is not None:
-                from pgtaskq.contrib.django.conf import database_dsn
-
-                database_dsn(queue.database)
-        except ConfigurationError as exc:
-            yield checks.Error(str(exc), obj=self.alias, id="pgtaskq.E001")
 
 
 def lookup_task(path: str) -> Task:

@@ -134,8 +134,10 @@ class DjangoTaskQueue(TaskQueue):
         """Re-read the settings, keeping registered tasks and middlewares."""
         tasks, middlewares = self.tasks, self.job_middlewares
         self.close()
-        self._configure()
-        self.tasks, self.job_middlewares = tasks, middlewares
+        try:
+            self._configure()
+        finally:
+            self.tasks, self.job_middlewares = tasks, middlewares
 
     def reconfigure(self, *, dsn: str | None = None, schema: str | None = None) -> None:
         """``pgtaskq --dsn ... worker``: an explicit DSN wins over the settings."""
@@ -229,19 +231,31 @@ _queue: DjangoTaskQueue | None = None
 _lock = threading.Lock()
 
 
+_stale = False
+
+
 def get_queue() -> DjangoTaskQueue:
     """The project's TaskQueue (created on first call, after Django is configured)."""
-    global _queue
-    if _queue is None:
+    global _queue, _stale
+    if _queue is None or _stale:
         with _lock:
             if _queue is None:
                 _queue = DjangoTaskQueue()
+            elif _stale:
+                _queue.reload_settings()
+            _stale = False
     return _queue
 
 
 def _settings_changed(*, setting: str, **kwargs: Any) -> None:
+    global _stale
     if _queue is not None and setting in ("PGTASKQ", "DATABASES"):
-        _queue.reload_settings()
+        try:
+            _queue.reload_settings()
+        except ConfigurationError:
+            # Raised where the queue is next asked for (get_queue), not inside
+            # override_settings(), which would then fail to restore the settings.
+            _stale = True
 
 
 setting_changed.connect(_settings_changed, dispatch_uid="pgtaskq.contrib.django.conf")

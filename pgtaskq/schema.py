@@ -39,7 +39,11 @@ def upgrade(conn: psycopg.Connection, schema: str, target: int | None = None) ->
         raise ValueError(f"unknown schema version {target}")
     with conn.transaction():
         conn.execute(render(schema, migrations.INSTALL_LOCK), {"schema": schema})
-        conn.execute(render(schema, migrations.CREATE_SCHEMA))
+        exists = conn.execute(render(schema, migrations.SCHEMA_EXISTS), {"schema": schema})
+        if not exists.fetchone()[0]:  # type: ignore[index]
+            # Not "CREATE SCHEMA IF NOT EXISTS": that needs CREATE on the database even
+            # when the schema exists, which a role owning only a pre-made schema lacks.
+            conn.execute(render(schema, migrations.CREATE_SCHEMA))
         conn.execute(render(schema, migrations.SCHEMA_VERSION_TABLE))
         before = installed_version(conn, schema)
         if before > migrations.LATEST_VERSION:

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.conninfo
 import pytest
 from psycopg import sql
 
 from pgtaskq import SchemaNotInstalledError, TaskQueue
 from pgtaskq import schema as schema_admin
-from pgtaskq.errors import SchemaVersionError
+from pgtaskq.errors import DatabaseUnavailableError, SchemaVersionError
 from pgtaskq.sql.migrations import LATEST_VERSION, MIGRATIONS
 from pgtaskq.testing import wait_until
 
@@ -297,3 +298,31 @@ def test_uninstall_of_a_schema_that_never_existed(
     name = new_schema()
     assert TaskQueue(pgtaskq_dsn, schema=name).uninstall() is False
     assert not schema_exists(db, name)
+
+
+def test_install_by_a_role_that_owns_only_its_schema(
+    pgtaskq_dsn: str, new_schema: NewSchema, db: psycopg.Connection
+) -> None:
+    """Least privilege: a DBA made the schema for the app's role, which may not CREATE in
+    the database (``CREATE SCHEMA IF NOT EXISTS`` would fail for it)."""
+    name, role = new_schema(), f"r_{uuid.uuid4().hex[:12]}"
+    db.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        db.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
+            sql.Identifier(name), sql.Identifier(role)))
+        app_dsn = psycopg.conninfo.make_conninfo(pgtaskq_dsn, user=role)
+        row = db.execute("SELECT has_database_privilege(%s, current_database(), 'CREATE')",
+                         [role]).fetchone()
+        assert row == (False,)
+        tq = TaskQueue(app_dsn, schema=name)
+        try:
+            tq.install()
+        except DatabaseUnavailableError as exc:  # a server that refuses the new role
+            pytest.skip(f"cannot log in as a new role here: {exc}")
+        assert tq.install() == (LATEST_VERSION, LATEST_VERSION)
+        assert tq.get_job(tq.enqueue("t")) is not None
+        tq.close()
+        assert tq.uninstall() is True
+    finally:
+        db.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+        db.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

@@ -160,7 +160,11 @@ INSTALL_LOCK = """
 SELECT pg_advisory_xact_lock(hashtext('pgtaskq.install'), hashtext(%(schema)s))
 """
 
-CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {schema}"
+SCHEMA_EXISTS = """
+SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = %(schema)s)
+"""
+
+CREATE_SCHEMA = "CREATE SCHEMA {schema}"
 
 INSTALLED_VERSION = """
 SELECT coalesce(max(version), 0) FROM {schema}.schema_version

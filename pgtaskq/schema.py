@@ -74,7 +74,11 @@ def uninstall(conn: psycopg.Connection, schema: str) -> bool:
         empty = conn.execute(render(schema, migrations.SCHEMA_IS_EMPTY), {"schema": schema})
         row = empty.fetchone()
         if row and row[0]:
-            conn.execute(render(schema, migrations.DROP_SCHEMA))
+            try:
+                with conn.transaction():  # a savepoint: a failed DROP keeps the rest
+                    conn.execute(render(schema, migrations.DROP_SCHEMA))
+            except psycopg.errors.DependentObjectsStillExist:
+                pass  # the user's types, operators... live there: the schema is theirs too
     return was_installed
 
 

@@ -326,3 +326,17 @@ def test_install_by_a_role_that_owns_only_its_schema(
     finally:
         db.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
         db.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_uninstall_keeps_a_schema_holding_only_user_types(
+    pgtaskq_dsn: str, new_schema: NewSchema, db: psycopg.Connection
+) -> None:
+    name = new_schema()
+    db.execute(sql.SQL("CREATE SCHEMA {s}; CREATE TYPE {s}.mood AS ENUM ('ok')").format(
+        s=sql.Identifier(name)))
+    users_objects = objects_in(db, name)
+    tq = TaskQueue(pgtaskq_dsn, schema=name)
+    tq.install()
+    assert tq.uninstall() is True
+    assert schema_exists(db, name)
+    assert objects_in(db, name) == users_objects

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from typing import Any
 
 try:
@@ -41,6 +42,14 @@ def always_fails() -> None:
 @task
 async def async_add(a: int, b: int) -> int:
     return a + b
+
+
+@task(takes_context=True)
+def hang_first_attempt(context: Any) -> int:
+    """Stands for a job whose worker dies under it: attempt 1 never ends by itself."""
+    if context.attempt == 1:
+        threading.Event().wait(120)  # the test SIGKILLs the worker meanwhile
+    return context.attempt
 
 
 @task(priority=50, queue_name="reports")

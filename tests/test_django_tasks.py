@@ -142,6 +142,26 @@ def test_worker_runs_tasks_with_results_retries_and_signals(
     assert worker.stop() == 0, worker.output()
 
 
+def test_a_dead_workers_django_task_runs_again_elsewhere(tasks, django_tq, tq, worker_process):
+    fast_rescue = ("--lease", "1", "--heartbeat-interval", "0.2", "--rescue-interval", "0.3",
+                   "--poll-interval", "0.5")
+    env = {"DJANGO_SETTINGS_MODULE": "djangotest_settings"}
+    doomed = worker_process(WORKER_APP, *fast_rescue, env=env)
+    doomed.wait_ready()
+    result = tasks.hang_first_attempt.enqueue()
+    wait_until(lambda: tasks.hang_first_attempt.get_result(result.id).status
+               == TaskResultStatus.RUNNING, 15, what="attempt 1 running")
+    doomed.kill()  # SIGKILL: no hand-back, only the lease can bring the job back
+    rescuer = worker_process(WORKER_APP, *fast_rescue, env=env)
+    rescuer.wait_ready()
+    wait_until(lambda: tasks.hang_first_attempt.get_result(result.id).is_finished, 30,
+               what="job rescued and finished")
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert result.return_value == result.attempts >= 2
+    assert rescuer.stop() == 0
+
+
 def test_defer_and_priority_reach_the_job(tasks, django_tq, tq):
     backend = task_backends["default"]
     assert backend.supports_defer and backend.supports_priority and backend.supports_get_result

@@ -328,3 +328,16 @@ def test_callers_connection_may_return_dict_rows(
     finally:
         conn.close()
     assert [(j.id, j.status) for j in tq.list_jobs()] == [(ids[1], "queued"), (job_id, "queued")]
+
+
+def test_task_arguments_never_clash_with_enqueue_options(tq: TaskQueue) -> None:
+    @tq.task(queue="mail")
+    def notify(queue: str, priority: int, conn: str, delay: int) -> None: ...
+
+    job = tq.get_job(notify.enqueue(queue="q", priority=9, conn="c", delay=5))
+    assert job is not None
+    assert job.kwargs == {"queue": "q", "priority": 9, "conn": "c", "delay": 5}
+    assert (job.queue, job.priority) == ("mail", 0)
+    job = tq.get_job(notify.using(priority=3).enqueue("q", 9, conn="c", delay=5))
+    assert job is not None
+    assert (job.args, job.kwargs, job.priority) == (["q", 9], {"conn": "c", "delay": 5}, 3)

@@ -11,6 +11,13 @@ the ``select()`` timeout, so an idle worker wakes for a tick rather than at its 
 and ``run_due`` is a few short statements. Nothing here sleeps: after a database error it
 reports a later due time (with backoff) instead of blocking the loop.
 
+Which schedules exist is decided by code, per worker: each worker fires the schedules of
+the code it runs. On start it registers them (so ``pgtaskq schedules`` shows the current
+set) and marks rows its code lacks inactive; that is bookkeeping for people, never a
+switch for other workers, so old and new workers during a rolling deploy, or two
+applications sharing a schema, cannot silence each other's cron. A schedule removed from
+the code stops firing once no running worker has it.
+
 Missed ticks. At start-up a worker registers its schedules and reads each watermark; a
 ``run_once`` schedule whose latest tick is after its watermark (ticks passed while no
 worker ran) gets that latest tick enqueued once, at once; ``skip`` waits for the next
@@ -170,21 +177,20 @@ class CronScheduler:
         with self._pool.connection(timeout=5) as conn:
             row = conn.execute(render(self._schema, cron_sql.SCHEDULE_FIRE),
                                params).fetchone()
-        job_id, outcome = row if row is not None else (None, "missing")
+        assert row is not None
+        job_id, _, exists, registered_as_here = row
         self._due[schedule.name] = following
-        if outcome == "enqueued":
-            self._warned.discard(schedule.name)
+        if job_id is not None:
             log.info("cron: schedule %s: job %d enqueued for tick %s", schedule.name,
                      job_id, tick.isoformat())
-        elif outcome == "missing":
+        if not exists:
             # The row is gone (schema reinstalled, row deleted): register again.
             self._registered = False
             log.warning("cron: schedule %s is not in the database; registering again",
                         schedule.name)
-        elif outcome != "taken" and schedule.name not in self._warned:
+        elif not registered_as_here and schedule.name not in self._warned:
             self._warned.add(schedule.name)
             log.warning(
-                "cron: schedule %s is %s in the database by a worker started after this "
-                "one; this worker does not fire it until restarted with the same code",
-                schedule.name,
-                "retired" if outcome == "inactive" else "defined differently")
+                "cron: schedule %s was retired or redefined by a worker started after this "
+                "one; this worker keeps firing its own definition until it is restarted "
+                "(all workers of a schema should run the same schedules)", schedule.name)

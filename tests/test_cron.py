@@ -114,7 +114,7 @@ def test_worker_killed_just_after_a_tick_no_duplicate_no_gap(tq, db, worker_proc
 
 
 def test_restart_after_missed_ticks_runs_latest_once_or_skips(tq, db, worker_process):
-    first = start_registered(worker_process, 1)[0]
+    first = start_registered(worker_process, 1, "-q", "default")[0]
     wait_until(lambda: len(scheduled_jobs(db, tq.schema)) >= 1, 10, what="a first tick")
     assert first.stop() == 0
     last_tick = db.execute(f'SELECT last_tick FROM "{tq.schema}".schedules '
@@ -127,7 +127,7 @@ def test_restart_after_missed_ticks_runs_latest_once_or_skips(tq, db, worker_pro
     wait_until(lambda: now() >= last_tick + timedelta(seconds=3.2), 5, what="missed ticks")
     expected_catch_up = latest_tick("0 0 1 * *", "UTC", now())
 
-    second = start_registered(worker_process, 1)[0]
+    second = start_registered(worker_process, 1, "-q", "default")[0]
     caught_up = wait_until(lambda: scheduled_jobs(db, tq.schema, "monthly_run_once"), 10,
                            what="the catch-up of the monthly run_once schedule")
     wait_until(lambda: tq.get_job(caught_up[0][1]).status == "succeeded", 10,
@@ -207,7 +207,7 @@ def test_a_worker_that_fell_behind_runs_only_the_latest_tick(tq, db):
     assert s.seconds_until_due() == pytest.approx(0.3)
 
 
-def test_changed_expression_takes_effect_at_next_start_without_catch_up(tq, db):
+def test_changed_expression_takes_effect_at_next_start_without_catch_up(tq, db, caplog):
     clock = Clock()
     old = scheduler(tq, app(tq, s="* * * * * *"), clock)
     old.run_due()
@@ -215,16 +215,21 @@ def test_changed_expression_takes_effect_at_next_start_without_catch_up(tq, db):
     old.run_due()
     assert job_count(db, tq.schema, "s") == 1
     clock.t += 3 * 60
-    new = scheduler(tq, app(tq, s="*/10 * * * *"), clock)  # a new worker starts
+    new = scheduler(tq, app(tq, s="*/10 * * * *"), clock)  # a worker with new code starts
     new.run_due()
     assert schedule_row(db, tq.schema, "s")[1] == "*/10 * * * *"
-    assert new.due["s"].timestamp() > clock.t  # nothing of the new expression "missed"
-    old.run_due()  # the old worker, still running, no longer fires it
+    # Ticks of the new expression before it was registered were never "missed".
+    assert new.due["s"].timestamp() > clock.t
     assert job_count(db, tq.schema, "s") == 1
-    clock.t = new.due["s"].timestamp()
-    new.run_due()
+    # A worker still running the old code goes on with its own definition (a rolling
+    # deploy), still exactly once per tick, and says why in its log.
     old.run_due()
     assert job_count(db, tq.schema, "s") == 2
+    assert "redefined by a worker started after this one" in caplog.text
+    clock.t = new.due["s"].timestamp()  # the old worker is gone; the new one fires
+    new.run_due()
+    assert job_count(db, tq.schema, "s") == 3
+    assert schedule_row(db, tq.schema, "s")[2].timestamp() == clock.t
 
 
 def test_schedule_removed_from_code_stops_and_shows_inactive(tq, db, pgtaskq_dsn):
@@ -233,19 +238,21 @@ def test_schedule_removed_from_code_stops_and_shows_inactive(tq, db, pgtaskq_dsn
     old.run_due()
     clock.t += 1
     old.run_due()
-    new = scheduler(tq, app(tq, keep="* * * * * *"), clock)
+    new = scheduler(tq, app(tq, keep="* * * * * *"), clock)  # the deploy: new code starts
     new.run_due()
-    clock.t += 1
-    old.run_due()
-    new.run_due()
+    for _ in range(2):  # old workers have stopped
+        clock.t += 1
+        new.run_due()
     assert schedule_row(db, tq.schema, "gone")[0] is False
     assert job_count(db, tq.schema, "gone") == 1
-    assert job_count(db, tq.schema, "keep") == 2
+    assert job_count(db, tq.schema, "keep") == 3
     result = CliRunner().invoke(cli, ["--dsn", pgtaskq_dsn, "--schema", tq.schema,
                                       "schedules"])
     assert result.exit_code == 0, result.output
-    gone = next(line for line in result.output.splitlines() if line.startswith("gone"))
+    lines = result.output.splitlines()
+    gone = next(line for line in lines if line.startswith("gone"))
     assert gone.split()[-1] == "no"
+    assert next(line for line in lines if line.startswith("keep")).split()[-1] == "yes"
 
 
 def test_run_once_and_skip_at_start_in_process(tq, db):
@@ -265,6 +272,18 @@ def test_run_once_and_skip_at_start_in_process(tq, db):
         "0 * * * *", "UTC", datetime.fromtimestamp(clock.t, timezone.utc))
     assert job_count(db, tq.schema, "skipping") == 0
     assert restarted.due["skipping"].timestamp() > clock.t
+
+
+def test_database_errors_back_off_and_never_reach_the_main_loop(tq, caplog):
+    clock = Clock()
+    broken = CronScheduler(tq.pool, "not_installed_here", tq.channel,
+                           app(tq, s="* * * * * *").schedules, clock=clock)
+    broken.run_due()  # the schema is missing: logged, not raised
+    assert "cron scheduler:" in caplog.text
+    assert broken.seconds_until_due() == pytest.approx(0.5)
+    clock.t += 0.5
+    broken.run_due()
+    assert broken.seconds_until_due() == pytest.approx(1.0)  # doubles, up to a cap
 
 
 # -- pgtaskq schedules -------------------------------------------------------------------

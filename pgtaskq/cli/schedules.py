@@ -1,8 +1,9 @@
 """``pgtaskq schedules``: the cron schedules workers registered, with last and next run.
 
 It reads the ``schedules`` table only, so it needs no access to the application's code:
-what it shows is what the workers registered (an inactive row is a schedule no longer in
-the code of the last worker that started). Times are UTC, as in ``pgtaskq jobs``; the
+what it shows is what the workers registered. An inactive row is a schedule that is not in
+the code of the most recently started worker; no next run is shown for it, since once the
+workers that still have it are gone, nothing fires it. Times are UTC, as in ``pgtaskq jobs``; the
 ``tz`` column says in which zone the expression is read.
 """
 
@@ -65,7 +66,8 @@ def schedules_command(tq: TaskQueue, as_json: bool) -> None:
         click.echo("no schedules registered (workers register them when they start)")
         return
     table = [
-        [row["name"], row["expression"], row["tz"], _time(row["next_tick"]),
+        [row["name"], row["expression"], row["tz"],
+         _time(row["next_tick"]) if row["active"] else "",
          _time(row["last_tick"]), _last_job(row), "yes" if row["active"] else "no"]
         for row in rows
     ]

@@ -60,10 +60,7 @@ WITH job AS (
     UPDATE {schema}.schedules
     SET last_tick = %(tick)s, next_tick = %(next_tick)s, last_job_id = (SELECT id FROM job),
         updated_at = now()
-    WHERE name = %(name)s
-      AND active
-      AND expression = %(expression)s AND tz = %(tz)s AND task = %(task)s
-      AND (last_tick IS NULL OR last_tick < %(tick)s)
+    WHERE name = %(name)s AND (last_tick IS NULL OR last_tick < %(tick)s)
     RETURNING last_job_id
 ), new_job AS (
     INSERT INTO {schema}.jobs
@@ -76,20 +73,20 @@ WITH job AS (
 ), wake AS (
     SELECT pg_notify(%(channel)s, 'q:' || queue) FROM new_job
 )
-SELECT id, 'enqueued' FROM new_job, (SELECT count(*) FROM wake) AS notified
-UNION ALL
-SELECT NULL, CASE
-        WHEN s.name IS NULL THEN 'missing'
-        WHEN NOT s.active THEN 'inactive'
-        WHEN (s.expression, s.tz, s.task)
-             <> (%(expression)s::text, %(tz)s::text, %(task)s::text) THEN 'redefined'
-        ELSE 'taken' END
+SELECT (SELECT id FROM new_job), (SELECT count(*) FROM wake) AS notified,
+       s.name IS NOT NULL,
+       coalesce(s.active AND (s.expression, s.tz, s.task)
+                             = (%(expression)s::text, %(tz)s::text, %(task)s::text), false)
 FROM (SELECT 1) AS one LEFT JOIN {schema}.schedules s ON s.name = %(name)s
-WHERE NOT EXISTS (SELECT FROM claimed)
 """
-"""Outcome ``enqueued`` (with the job id), or why not: ``taken`` (another worker fired
-this tick or a later one), ``inactive``/``redefined`` (a worker with other code registered
-since this one started), ``missing`` (the row is gone)."""
+"""One row: the new job's id or NULL (another worker took this tick or a later one), the
+number of NOTIFYs sent, whether the schedule's row exists, and whether it is active with
+this worker's definition (else a worker started later has other code: this one goes on
+firing its own definition, and says so in its log).
+
+Only the watermark decides: a worker fires the schedules of its own code even when a
+later-started worker retired or redefined them, so workers of two applications sharing a
+schema, or old and new workers during a rolling deploy, never stop each other's cron."""
 
 SCHEDULE_LIST = """
 SELECT s.name, s.expression, s.tz, s.task, s.queue, s.misfire, s.active,

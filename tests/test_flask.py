@@ -149,6 +149,9 @@ def test_flask_cli_commands(make_app, tq):
     result = runner.invoke(args=["pgtaskq", "jobs", "--json"])
     assert result.exit_code == 0 and f'"id": {job_id}' in result.output
 
+    result = runner.invoke(args=["pgtaskq", "--schema", tq.schema, "jobs", "--json"])
+    assert result.exit_code == 0 and f'"id": {job_id}' in result.output
+
     result = runner.invoke(args=["pgtaskq", "show", "999999999"])
     assert result.exit_code != 0 and "no job with id 999999999" in result.output
 

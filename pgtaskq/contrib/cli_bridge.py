@@ -28,13 +28,16 @@ def run_cli(
     from pgtaskq.cli import cli
 
     args = list(argv)
-    if args and args[0] == "worker":
-        if len(args) > 1 and not args[1].startswith("-") and ":" in args[1]:
+    position = _command_position(args)
+    if position is not None and args[position] == "worker":
+        rest = args[position + 1:]
+        if rest and not rest[0].startswith("-") and ":" in rest[0]:
             raise click.UsageError(
                 "the worker's tasks come from the framework's settings: drop the APP argument"
             )
-        # The worker takes DSN and schema from the framework's queue itself.
-        args = ["worker", worker_app, *args[1:]]
+        # The worker takes DSN and schema from the framework's queue itself (unless the
+        # user gave --dsn/--schema here, which pgtaskq's worker applies to it).
+        args = [*args[:position], "worker", worker_app, *rest]
     else:
         args = ["--dsn", queue.dsn, "--schema", queue.schema, *args]
     result: Any = cli.main(
@@ -44,3 +47,19 @@ def run_cli(
     )
     return result if isinstance(result, int) else 0
 
+
+_GLOBAL_OPTIONS_WITH_VALUE = ("--dsn", "--schema")
+
+
+def _command_position(args: list[str]) -> int | None:
+    """Index of the command name in ``[global options] COMMAND ...`` (None if absent)."""
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg in _GLOBAL_OPTIONS_WITH_VALUE:
+            index += 2
+        elif arg.startswith("-"):
+            index += 1
+        else:
+            return index
+    return None

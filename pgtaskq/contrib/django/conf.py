@@ -161,7 +161,13 @@ class DjangoTaskQueue(TaskQueue):
     @property
     def conninfo(self) -> str:
         dsn = self.dsn
-        return embedded.resolve(dsn) if embedded.is_embedded(dsn) else dsn
+        if not embedded.is_embedded(dsn):
+            return dsn
+        # Starting (or joining) the embedded server is slow: once per DSN.
+        cached = getattr(self, "_embedded_conninfo", None)
+        if cached is None or cached[0] != dsn:
+            cached = self._embedded_conninfo = (dsn, embedded.resolve(dsn))
+        return cached[1]
 
     def connection_for_enqueue(self, conn: Any = None) -> Any:
         """The connection an enqueue without ``conn=`` writes on (None: our own pool)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -34,10 +34,14 @@ def _refuse(value: object) -> Any:
     )
 
 
+_ENCODER = json.JSONEncoder(default=_refuse, allow_nan=False, separators=(",", ":"))
+"""One encoder for every enqueue: ``json.dumps`` with options builds a new one per call."""
+
+
 def dump_json(value: object) -> str:
     """JSON text of ``value``; ``TypeError`` naming the first unserialisable value's type."""
     try:
-        text = json.dumps(value, default=_refuse, allow_nan=False, separators=(",", ":"))
+        text = _ENCODER.encode(value)
     except ValueError as exc:  # NaN / Infinity: PostgreSQL's jsonb rejects them
         raise TypeError(f"job arguments must be JSON-serialisable: {exc}") from None
     if "\\u0000" in text:  # a plain substring test first: this runs on every enqueue
@@ -132,17 +136,101 @@ def check_dedupe_key(key: object) -> str | None:
 def check_args(args: object, kwargs: object) -> tuple[str, str]:
     """JSON texts of args and kwargs, after checking their shapes."""
     if args is None:
-        args = []
-    if not isinstance(args, (list, tuple)):
+        args = ()
+    elif not isinstance(args, (list, tuple)):
         raise TypeError(f"args must be a list or tuple, got {type(args).__name__}")
-    if kwargs is None:
-        kwargs = {}
+    if not kwargs:
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise TypeError(f"kwargs must be a dict, got {type(kwargs).__name__}")
+        return dump_json(args), "{}"
+    return dump_json(args), dump_json(_checked_kwargs(kwargs))
+
+
+def _checked_kwargs(kwargs: object) -> dict[str, Any]:
     if not isinstance(kwargs, Mapping):
         raise TypeError(f"kwargs must be a dict, got {type(kwargs).__name__}")
     for key in kwargs:
         if not isinstance(key, str):
             raise TypeError(f"kwargs keys must be strings, got {key!r}")
-    return dump_json(list(args)), dump_json(dict(kwargs))
+    return kwargs if type(kwargs) is dict else dict(kwargs)
+
+
+_ARGS_ONLY = frozenset(("args", "kwargs"))
+_EMPTY_KWARGS: dict[str, Any] = {}
+
+
+def many_job_columns(jobs: Sequence[Any]) -> dict[str, Any]:
+    """Validate ``enqueue_many`` items; return the statement's per-job parameters.
+
+    This loop runs once per job, so it is the producer's cost of a bulk enqueue: an item
+    holding only args/kwargs (the common case) takes a few type checks, and all the args
+    are serialised in one call of the C JSON encoder, as one JSON array the server splits.
+    An option is sent as an array only when some item sets it; otherwise it is ``None``
+    and the statement applies the task's default.
+    """
+    count = len(jobs)
+    args_list: list[Any] = []
+    kwargs_list: list[Any] = []
+    any_kwargs = False
+    overrides: dict[str, list[Any]] = {}
+    for position, item in enumerate(jobs):
+        if not isinstance(item, Mapping):
+            raise TypeError(f"enqueue_many() item {position} is not a dict: {item!r:.60}")
+        if not item.keys() <= _ARGS_ONLY:
+            check_option_names(item, MANY_ITEM_KEYS, "enqueue_many() items")
+            _collect_options(item, position, count, overrides)
+        args = item.get("args")
+        if args is None:
+            args = ()
+        elif not isinstance(args, (list, tuple)):
+            raise TypeError(f"args must be a list or tuple, got {type(args).__name__}")
+        args_list.append(args)
+        kwargs = item.get("kwargs")
+        if kwargs:
+            kwargs_list.append(_checked_kwargs(kwargs))
+            any_kwargs = True
+        else:
+            if kwargs is not None and not isinstance(kwargs, Mapping):
+                raise TypeError(f"kwargs must be a dict, got {type(kwargs).__name__}")
+            kwargs_list.append(_EMPTY_KWARGS)
+    return {
+        "args": dump_json(args_list),
+        "kwargs": dump_json(kwargs_list) if any_kwargs else None,
+        "queues": overrides.get("queue"),
+        "priorities": overrides.get("priority"),
+        "run_ats": overrides.get("run_at"),
+        "delays": overrides.get("delay"),
+        "max_attempts": overrides.get("max_attempts"),
+        "dedupe_keys": overrides.get("dedupe_key"),
+    }
+
+
+def _collect_options(
+    item: Mapping[str, Any], position: int, count: int, overrides: dict[str, list[Any]]
+) -> None:
+    """Check one item's options and put them in per-option columns made on first use."""
+
+    def put(name: str, value: object) -> None:
+        column = overrides.get(name)
+        if column is None:
+            column = overrides[name] = [None] * count
+        column[position] = value
+
+    if item.get("queue"):
+        put("queue", check_queue(item["queue"]))
+    if item.get("priority") is not None:
+        put("priority", check_priority(item["priority"]))
+    if item.get("max_attempts") is not None:
+        put("max_attempts", check_max_attempts(item["max_attempts"]))
+    delay, run_at = item.get("delay"), item.get("run_at")
+    if delay is not None or run_at is not None:
+        seconds, run_at = check_schedule(delay, run_at)
+        if delay is not None:
+            put("delay", seconds)
+        if run_at is not None:
+            put("run_at", run_at)
+    if item.get("dedupe_key") is not None:
+        put("dedupe_key", check_dedupe_key(item["dedupe_key"]))
 
 
 def check_option_names(given: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:

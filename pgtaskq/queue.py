@@ -30,6 +30,7 @@ from pgtaskq.errors import (
     SchemaNotInstalledError,
 )
 from pgtaskq.job import Job
+from pgtaskq.pool import LivenessCheck, open_pool
 from pgtaskq.sql import channel_name, render, validate_schema_name
 from pgtaskq.sql import jobs as job_sql
 from pgtaskq.task import Task
@@ -69,6 +70,7 @@ class TaskQueue:
         self._pool_max_size = pool_max_size
         self._pool: ConnectionPool | None = None
         self._pool_lock = threading.Lock()
+        self._liveness = LivenessCheck()
         self._conninfo: str | None = None
 
     def __repr__(self) -> str:
@@ -125,14 +127,14 @@ class TaskQueue:
                     # Connect once directly first: a bad DSN then fails at once with
                     # libpq's message instead of after the pool's timeout.
                     self.connect(connect_timeout=10).close()
-                    self._pool = ConnectionPool(
+                    # No round-trip check per borrow (it doubled the cost of an
+                    # enqueue): see pgtaskq.pool for how dead connections are caught.
+                    self._pool = open_pool(
                         self.conninfo,
                         min_size=self._pool_min_size,
                         max_size=self._pool_max_size,
-                        kwargs={"autocommit": True},
-                        check=ConnectionPool.check_connection,
                         name=f"pgtaskq-{self.schema}",
-                        open=True,
+                        liveness=self._liveness,
                     )
         return self._pool
 
@@ -260,6 +262,17 @@ class TaskQueue:
 
     # -- enqueue ------------------------------------------------------------------------
 
+    def _task_defaults(self, task_name: str) -> tuple[str, int, int]:
+        """(queue, priority, max_attempts) of a task; the queue's defaults if it is unknown.
+
+        Both sources were validated when they were set, so they are not checked again.
+        """
+        options.check_task_name(task_name)
+        task = self.tasks.get(task_name)
+        if task is None:
+            return self.default_queue, defaults.PRIORITY, self.default_max_attempts
+        return task.queue, task.priority, task.max_attempts
+
     def _job_params(
         self,
         task_name: str,
@@ -273,26 +286,26 @@ class TaskQueue:
         max_attempts: int | None,
     ) -> dict[str, Any]:
         """Validated statement parameters of one job; defaults from the task if known."""
-        options.check_task_name(task_name)
-        task = self.tasks.get(task_name)
+        task_queue, task_priority, task_max_attempts = self._task_defaults(task_name)
         args_json, kwargs_json = options.check_args(args, kwargs)
-        delay_seconds, run_at = options.check_schedule(delay, run_at)
+        if delay is None and run_at is None:
+            delay_seconds = 0.0
+        else:
+            delay_seconds, run_at = options.check_schedule(delay, run_at)
         return {
             "task": task_name,
-            "queue": options.check_queue(
-                queue or (task.queue if task else self.default_queue)
-            ),
+            "queue": options.check_queue(queue) if queue else task_queue,
             "args": args_json,
             "kwargs": kwargs_json,
-            "priority": options.check_priority(
-                priority if priority is not None else (task.priority if task else 0)
+            "priority": (
+                task_priority if priority is None else options.check_priority(priority)
             ),
             "run_at": run_at,
             "delay": delay_seconds,
-            "max_attempts": options.check_max_attempts(
-                max_attempts
-                if max_attempts is not None
-                else (task.max_attempts if task else self.default_max_attempts)
+            "max_attempts": (
+                task_max_attempts
+                if max_attempts is None
+                else options.check_max_attempts(max_attempts)
             ),
             "dedupe_key": options.check_dedupe_key(dedupe_key),
         }
@@ -323,8 +336,10 @@ class TaskQueue:
         )
         params["channel"] = self.channel
         params["schedule"] = schedule
+        if params["dedupe_key"] is None:
+            return int(self._run(job_sql.ENQUEUE_ONE, params, conn)[0][0])
         for _ in range(_DEDUPE_RACE_RETRIES):
-            rows = self._run(job_sql.ENQUEUE_ONE, params, conn)
+            rows = self._run(job_sql.ENQUEUE_ONE_DEDUPE, params, conn)
             if rows:
                 return int(rows[0][0])
             # The key's holder committed after our snapshot (invisible to the statement)
@@ -342,44 +357,34 @@ class TaskQueue:
         """Enqueue many jobs of one task in one statement; ids come back in input order.
 
         Each item is a dict with any of: args, kwargs, queue, priority, delay, run_at,
-        dedupe_key, max_attempts.
+        dedupe_key, max_attempts. Everything is validated and serialised before the
+        statement is sent, so a bad item means no job at all.
         """
         if isinstance(jobs, (str, bytes, Mapping)) or not isinstance(jobs, Sequence):
             raise TypeError("enqueue_many() takes a list of dicts, one per job")
-        rows_params = []
-        for position, item in enumerate(jobs):
-            if not isinstance(item, Mapping):
-                raise TypeError(f"enqueue_many() item {position} is not a dict: {item!r:.60}")
-            options.check_option_names(item, options.MANY_ITEM_KEYS, "enqueue_many() items")
-            rows_params.append(
-                self._job_params(
-                    task_name,
-                    item.get("args"),
-                    item.get("kwargs"),
-                    item.get("queue"),
-                    item.get("priority"),
-                    item.get("run_at"),
-                    item.get("delay"),
-                    item.get("dedupe_key"),
-                    item.get("max_attempts"),
-                )
-            )
-        if not rows_params:
+        queue, priority, max_attempts = self._task_defaults(task_name)
+        columns = options.many_job_columns(jobs)
+        if not jobs:
             return []
         params = {
             "channel": self.channel,
-            "queues": [p["queue"] for p in rows_params],
-            "tasks": [p["task"] for p in rows_params],
-            "args": [p["args"] for p in rows_params],
-            "kwargs": [p["kwargs"] for p in rows_params],
-            "priorities": [p["priority"] for p in rows_params],
-            "run_ats": [p["run_at"] for p in rows_params],
-            "delays": [p["delay"] for p in rows_params],
-            "max_attempts": [p["max_attempts"] for p in rows_params],
-            "dedupe_keys": [p["dedupe_key"] for p in rows_params],
+            "task": task_name,
+            "queue": queue,
+            "priority": priority,
+            "max_attempts_default": max_attempts,
+            **columns,
         }
-        rows = self._run(job_sql.ENQUEUE_MANY, params, conn)
-        return self._ids_in_input_order(params["dedupe_keys"], rows, conn)
+        dedupe_keys = columns["dedupe_keys"]
+        keys = sorted({key for key in dedupe_keys if key is not None}) if dedupe_keys else []
+        if not keys:
+            rows = self._run(job_sql.ENQUEUE_MANY, params, conn)
+            ids = _id_array(rows[0][0])
+            if len(ids) != len(jobs):  # pragma: no cover - guards the statement's shape
+                raise PgtaskqError("enqueue_many: the statement did not insert every job")
+            return ids
+        params["keys"] = keys
+        rows = self._run(job_sql.ENQUEUE_MANY_DEDUPE, params, conn)
+        return self._ids_in_input_order(dedupe_keys, rows, conn)
 
     def _ids_in_input_order(
         self, dedupe_keys: list[str | None], rows: list[tuple], conn: Any
@@ -484,6 +489,13 @@ def default_task_name(function: Callable[..., Any]) -> str:
         if spec is not None and spec.name:
             module = spec.name
     return f"{module}.{function.__qualname__}"
+
+
+def _id_array(value: Any) -> list[int]:
+    """The ids of ``array_agg(id)`` as ints, whatever the driver made of the array."""
+    if isinstance(value, str):  # a driver that does not parse bigint[] returns '{1,2}'
+        return [int(part) for part in value.strip("{}").split(",")]
+    return value if type(value) is list else [int(job_id) for job_id in value]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,102 @@
+"""The producer's fast paths: the pool's cheap liveness check and the bulk statement's shapes.
+
+The pool no longer sends a round trip per borrow (pgtaskq.pool), so these tests show that a
+connection killed while idle in the pool is still never handed to an enqueue, and that the
+round trip is paid only when the socket says something happened or the connection is stale.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+
+from pgtaskq.queue import TaskQueue
+from pgtaskq.testing import wait_until
+
+
+def _kill_idle_pool_connection(db: psycopg.Connection, tq: TaskQueue) -> None:
+    """Terminate the backend of the pool's (only) idle connection and wait until it is gone.
+
+    Only that pid is touched: other test runs may share the server.
+    """
+    with tq.connection() as conn:
+        pid = conn.info.backend_pid
+    assert db.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+    wait_until(
+        lambda: not db.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone(),
+        10,
+        what="the terminated backend to exit",
+    )
+
+
+def test_borrowing_a_healthy_connection_costs_no_round_trip(tq: TaskQueue) -> None:
+    tq.enqueue("t")
+    before = tq._liveness.round_trips
+    for n in range(20):
+        tq.enqueue("t", args=[n])
+    assert tq._liveness.round_trips == before
+
+
+def test_a_connection_killed_in_the_pool_is_replaced_before_use(
+    tq: TaskQueue, db: psycopg.Connection
+) -> None:
+    tq.enqueue("t")
+    before = tq._liveness.round_trips
+    _kill_idle_pool_connection(db, tq)
+    job_id = tq.enqueue("t", args=["after the kill"])  # no OperationalError
+    assert tq.get_job(job_id) is not None
+    assert tq._liveness.round_trips > before  # the dead socket was noticed and checked
+
+
+def test_a_stale_connection_is_checked_with_a_round_trip(tq: TaskQueue) -> None:
+    tq.enqueue("t")
+    tq._liveness.check_after_idle = 0.0
+    before = tq._liveness.round_trips
+    tq.enqueue("t")
+    assert tq._liveness.round_trips == before + 1
+
+
+def test_enqueue_many_mixes_defaults_and_overrides_in_input_order(
+    tq: TaskQueue, db: psycopg.Connection
+) -> None:
+    @tq.task(queue="mail", priority=3, max_attempts=4)
+    def send(*args: object, **kwargs: object) -> None: ...
+
+    later = datetime.now(timezone.utc) + timedelta(hours=1)
+    items = [
+        {"args": [0]},
+        {"args": [1], "queue": "bulk", "priority": 9},
+        {"kwargs": {"k": 2}},
+        {"args": (3,), "delay": 60, "max_attempts": 7},
+        {"args": [4], "run_at": later},
+        {},
+    ]
+    ids = tq.enqueue_many(send.name, items)
+    assert ids == sorted(ids) and len(set(ids)) == 6
+    rows = {
+        row[0]: row[1:]
+        for row in db.execute(
+            f'SELECT id, queue, priority, max_attempts, args, kwargs, run_at > now() + '
+            f"interval '30 seconds' FROM \"{tq.schema}\".jobs"
+        )
+    }
+    assert [rows[i] for i in ids] == [
+        ("mail", 3, 4, [0], {}, False),
+        ("bulk", 9, 4, [1], {}, False),
+        ("mail", 3, 4, [], {"k": 2}, False),
+        ("mail", 3, 7, [3], {}, True),
+        ("mail", 3, 4, [4], {}, True),
+        ("mail", 3, 4, [], {}, False),
+    ]
+
+
+def test_enqueue_many_with_keys_and_without_returns_the_same_kind_of_ids(
+    tq: TaskQueue,
+) -> None:
+    plain = tq.enqueue_many("t", [{"args": [n]} for n in range(5)])
+    keyed = tq.enqueue_many("t", [{"args": [n], "dedupe_key": f"k{n}"} for n in range(5)])
+    assert all(isinstance(i, int) for i in plain + keyed)
+    assert plain == sorted(plain) and keyed == sorted(keyed) and plain[-1] < keyed[0]

@@ -2,8 +2,10 @@
 
 One UPDATE per finished job is what makes naive queues slow; here every outcome that
 arrives within a few milliseconds (or up to a batch size) is written by one statement of
-``unnest()`` arrays. A batch that fails to write (the database restarted, a connection
-was killed) is kept and written again with backoff: an outcome is never dropped while the
+``unnest()`` arrays. The same statement adds the batch to the per-minute rollups that
+``pgtaskq stats`` reads (``pgtaskq.rollup``), so statistics cost no extra round trip or
+transaction. A batch that fails to write (the database restarted, a connection was
+killed) is kept and written again with backoff: an outcome is never dropped while the
 process lives. Until it is written, the job stays held, so the heartbeat keeps its lease.
 
 At-least-once: if the process dies between a job's end and the flush (at most
@@ -21,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pgtaskq import defaults
+from pgtaskq import defaults, rollup
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 
@@ -49,6 +51,7 @@ class Outcome:
     task: str = ""
     wait_ms: float = 0.0
     run_ms: float = 0.0
+    max_attempts: int = 1  # tells a retried attempt from a final failure in the rollups
 
     @classmethod
     def _of(cls, job: HeldJob, kind: str, **fields: object) -> Outcome:
@@ -56,7 +59,8 @@ class Outcome:
         run_ms = (now - job.running_since) * 1000 if job.running_since else 0.0
         wait_ms = max(0.0, (job.started_at - job.run_at).total_seconds() * 1000)
         return cls(job.id, job.attempt, kind, queue=job.queue, task=job.task,
-                   wait_ms=wait_ms, run_ms=run_ms, **fields)  # type: ignore[arg-type]
+                   wait_ms=wait_ms, run_ms=run_ms, max_attempts=job.max_attempts,
+                   **fields)  # type: ignore[arg-type]
 
     @classmethod
     def succeeded(cls, job: HeldJob, result: str | None) -> Outcome:
@@ -178,6 +182,7 @@ class Completer:
             "errors": [o.error for o in batch],
             "results": [o.result for o in batch],
             "delays": [o.delay for o in batch],
+            **rollup.params(batch),
             "backoff_base": self._backoff[0],
             "backoff_cap": self._backoff[1],
         }

@@ -66,3 +66,12 @@ KEEP_SUCCEEDED = 24 * 3600.0
 
 KEEP_FAILED = 7 * 24 * 3600.0
 """How long failed and cancelled jobs stay in the history before workers prune them."""
+
+KEEP_STATS = 2 * 24 * 3600.0
+"""How long per-minute rollups (``stats_minute``) are kept; ``stats`` reads the last hour."""
+
+PRUNE_INTERVAL = 60.0
+"""How often each worker deletes expired history and rollups (in small batches)."""
+
+PRUNE_BATCH = 1000
+"""Most rows one pruning statement deletes: short transactions, bounded locks."""

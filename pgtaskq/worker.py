@@ -42,6 +42,7 @@ from pgtaskq.heartbeat import Heartbeat
 from pgtaskq.held import HeldJob, HeldJobs
 from pgtaskq.listener import Events, Listener
 from pgtaskq.options import check_queue
+from pgtaskq.pruner import Pruner
 from pgtaskq.rescuer import Rescuer
 from pgtaskq.scheduler import CronScheduler
 from pgtaskq.slots import Slots
@@ -101,6 +102,9 @@ class Worker:
         backoff_cap: float = defaults.BACKOFF_CAP,
         completer_flush_interval: float = defaults.COMPLETER_FLUSH_INTERVAL,
         install_signal_handlers: bool = True,
+        keep_succeeded: float = defaults.KEEP_SUCCEEDED,
+        keep_failed: float = defaults.KEEP_FAILED,
+        prune_interval: float = defaults.PRUNE_INTERVAL,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
@@ -127,6 +131,9 @@ class Worker:
         self.completer_flush_interval = _positive("completer_flush_interval",
                                                   completer_flush_interval)
         self.install_signal_handlers = install_signal_handlers
+        self.keep_succeeded = _positive("keep_succeeded", keep_succeeded)
+        self.keep_failed = _positive("keep_failed", keep_failed)
+        self.prune_interval = _positive("prune_interval", prune_interval)
         self.worker_id: int | None = None
 
         self._stop_requested = threading.Event()
@@ -198,6 +205,8 @@ class Worker:
         )
         self._rescuer = Rescuer(self._pool, schema, self.tq.channel,
                                 interval=self.rescue_interval)
+        self._pruner = Pruner(self._pool, schema, keep_succeeded=self.keep_succeeded,
+                              keep_failed=self.keep_failed, interval=self.prune_interval)
         listen_conninfo = None if self.poll_only else (
             embedded.resolve(self.listen_dsn) if self.listen_dsn else conninfo)
         self._listener = Listener(listen_conninfo, self.tq.channel)
@@ -208,6 +217,7 @@ class Worker:
             self._slots.start()
             self._heartbeat.start()
             self._rescuer.start()
+            self._pruner.start()
             if listen_conninfo is not None:
                 self._listener.connect()
             systemd.notify("READY=1\nSTATUS=processing jobs")
@@ -258,6 +268,7 @@ class Worker:
                         "will run again when their lease expires")
         self._heartbeat.stop()
         self._rescuer.stop()
+        self._pruner.stop()
         try:
             with self._pool.connection(timeout=5) as conn:
                 conn.execute(render(self.tq.schema, worker_sql.WORKER_STOPPED),

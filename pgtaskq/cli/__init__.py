@@ -24,8 +24,10 @@ from pgtaskq.cli.jobs import (
     retry_command,
     show_command,
 )
+from pgtaskq.cli.ops import check_command, purge_command
 from pgtaskq.cli.schedules import schedules_command
 from pgtaskq.cli.schema import install_command, uninstall_command, upgrade_command
+from pgtaskq.cli.stats import stats_command
 from pgtaskq.cli.worker import worker_command
 
 
@@ -55,6 +57,9 @@ cli.add_command(cancel_command)
 cli.add_command(retry_command)
 cli.add_command(worker_command)
 cli.add_command(schedules_command)
+cli.add_command(stats_command)
+cli.add_command(check_command)
+cli.add_command(purge_command)
 # -- end of commands --------------------------------------------------------------------
 
 

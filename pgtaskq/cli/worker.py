@@ -16,6 +16,7 @@ import click
 
 from pgtaskq import defaults, logs
 from pgtaskq.cli.context import CliContext, one_line, pass_cli
+from pgtaskq.cli.duration import DURATION
 from pgtaskq.queue import TaskQueue
 
 
@@ -74,6 +75,10 @@ def load_app(app: str) -> TaskQueue:
               help="Seconds before the first automatic retry; doubles per attempt.")
 @click.option("--backoff-cap", type=click.FloatRange(min=0, min_open=True),
               default=defaults.BACKOFF_CAP, show_default=True)
+@click.option("--keep-succeeded", type=DURATION, default=defaults.KEEP_SUCCEEDED,
+              show_default="1d", help="Keep succeeded jobs' history this long (90s, 3h, 2d).")
+@click.option("--keep-failed", type=DURATION, default=defaults.KEEP_FAILED,
+              show_default="7d", help="Keep failed and cancelled jobs' history this long.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @pass_cli
@@ -82,7 +87,8 @@ def worker_command(ctx: click.Context, cli_context: CliContext, app: str, concur
                    queues: tuple[str, ...], poll_interval: float, poll_only: bool,
                    listen_dsn: str | None, grace: float, lease: float,
                    heartbeat_interval: float, rescue_interval: float, prefetch: int,
-                   backoff_base: float, backoff_cap: float, log_level: str) -> None:
+                   backoff_base: float, backoff_cap: float, keep_succeeded: float,
+                   keep_failed: float, log_level: str) -> None:
     """Run jobs of the TaskQueue APP (module:attribute) until SIGTERM/SIGINT."""
     from pgtaskq.worker import Worker
 
@@ -103,5 +109,6 @@ def worker_command(ctx: click.Context, cli_context: CliContext, app: str, concur
         grace=grace, lease=lease, heartbeat_interval=heartbeat_interval,
         rescue_interval=rescue_interval, prefetch=prefetch,
         backoff_base=backoff_base, backoff_cap=backoff_cap,
+        keep_succeeded=keep_succeeded, keep_failed=keep_failed,
     )
     worker.run()

@@ -15,8 +15,12 @@ Layout (why it looks like this, see DESIGN.md):
   every worker fire ticks without a leader (see ``sql/cron.py``), and ``defined_at`` is
   when the current expression was registered, so a changed schedule never "catches up"
   ticks of its old definition.
-- ``stats_minute`` holds per-minute rollups written by the completer, so ``pgtaskq stats``
-  never counts the job tables.
+- ``stats_minute`` holds per-minute rollups written by the completer in its ack statement,
+  so ``pgtaskq stats`` never counts the job tables. One row per (minute, queue, task,
+  worker): each worker's completer updates only its own row, so completers of different
+  workers never wait on each other's row lock (a shared row would serialise their
+  commits). ``histogram`` counts latency bucket numbers (``pgtaskq.histogram``) into a
+  fixed array of 64 counts.
 
 Never edit a released migration; append a new one. ``MIGRATIONS[i]`` brings the schema from
 version ``i`` to ``i + 1``.
@@ -135,14 +139,33 @@ CREATE TABLE {schema}.stats_minute (
     minute timestamptz NOT NULL,
     queue text NOT NULL,
     task text NOT NULL,
+    worker_id bigint NOT NULL DEFAULT 0,
     succeeded integer NOT NULL DEFAULT 0,
     failed integer NOT NULL DEFAULT 0,
     retried integer NOT NULL DEFAULT 0,
     cancelled integer NOT NULL DEFAULT 0,
     wait_ms_histogram integer[] NOT NULL DEFAULT '{{}}',
     run_ms_histogram integer[] NOT NULL DEFAULT '{{}}',
-    PRIMARY KEY (minute, queue, task)
+    PRIMARY KEY (minute, queue, task, worker_id)
 ) WITH (fillfactor = 70);
+
+CREATE FUNCTION {schema}.histogram_step(state integer[], bucket integer)
+RETURNS integer[] LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    IF state IS NULL THEN
+        state := array_fill(0, ARRAY[64]);
+    END IF;
+    IF bucket IS NOT NULL THEN
+        bucket := least(greatest(bucket, 0), 63) + 1;
+        state[bucket] := state[bucket] + 1;
+    END IF;
+    RETURN state;
+END
+$$;
+
+CREATE AGGREGATE {schema}.histogram(integer) (
+    sfunc = {schema}.histogram_step, stype = integer[]
+);
 
 CREATE FUNCTION {schema}.backoff(attempt integer, base double precision, cap double precision)
 RETURNS interval LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
@@ -183,6 +206,8 @@ UNINSTALL = """
 DROP TABLE IF EXISTS {schema}.jobs, {schema}.job_history, {schema}.workers,
     {schema}.schedules, {schema}.stats_minute, {schema}.schema_version;
 DROP FUNCTION IF EXISTS {schema}.backoff(integer, double precision, double precision);
+DROP AGGREGATE IF EXISTS {schema}.histogram(integer);
+DROP FUNCTION IF EXISTS {schema}.histogram_step(integer[], integer);
 """
 
 SCHEMA_IS_EMPTY = """

@@ -73,10 +73,12 @@ COMPLETE = """
 WITH outcome AS (
     SELECT * FROM unnest(
         %(ids)s::bigint[], %(attempts)s::integer[], %(kinds)s::text[], %(errors)s::text[],
-        %(results)s::jsonb[], %(delays)s::double precision[]
-    ) AS o(id, attempt, kind, error, result, delay)
+        %(results)s::jsonb[], %(delays)s::double precision[], %(wait_buckets)s::integer[],
+        %(run_buckets)s::integer[]
+    ) AS o(id, attempt, kind, error, result, delay, wait_bucket, run_bucket)
 ), owned AS MATERIALIZED (
-    SELECT j.id, o.kind, o.error, o.result, o.delay,
+    SELECT j.id, j.queue, j.task, o.kind, o.error, o.result, o.delay, o.wait_bucket,
+           o.run_bucket,
            (o.kind IN ('failed', 'retry') AND j.attempts < j.max_attempts) AS again
     FROM {schema}.jobs j JOIN outcome o ON o.id = j.id
     WHERE j.status = 'running' AND j.worker_id = %(worker_id)s AND j.attempts = o.attempt
@@ -108,14 +110,57 @@ WITH outcome AS (
            created_at, started_at, now(), coalesce(outcome_error, last_error), outcome_result
     FROM finished
     RETURNING id
+), rolled_up AS (
+    INSERT INTO {schema}.stats_minute AS s
+        (minute, queue, task, worker_id, succeeded, failed, retried, cancelled,
+         wait_ms_histogram, run_ms_histogram)
+    -- the completer's pre-aggregated rows (pgtaskq/rollup.py), valid when every outcome
+    -- of the batch was acknowledged: the normal case, and the cheap one
+    SELECT date_trunc('minute', now()), g.queue, g.task, %(worker_id)s, g.succeeded,
+           g.failed, g.retried, g.cancelled,
+           (%(g_wait)s::integer[])[(g.n - 1) * 64 + 1 : g.n * 64],
+           (%(g_run)s::integer[])[(g.n - 1) * 64 + 1 : g.n * 64]
+    FROM unnest(%(g_queues)s::text[], %(g_tasks)s::text[], %(g_succeeded)s::integer[],
+                %(g_failed)s::integer[], %(g_retried)s::integer[],
+                %(g_cancelled)s::integer[])
+         WITH ORDINALITY AS g(queue, task, succeeded, failed, retried, cancelled, n)
+    WHERE (SELECT count(*) FROM owned) = %(batch_size)s
+    UNION ALL
+    -- some outcome was stale: count only the acknowledged rows, aggregated here
+    SELECT date_trunc('minute', now()), queue, task, %(worker_id)s,
+           count(*) FILTER (WHERE kind = 'succeeded'),
+           count(*) FILTER (WHERE kind IN ('failed', 'retry') AND NOT again),
+           count(*) FILTER (WHERE again),
+           count(*) FILTER (WHERE kind = 'cancelled'),
+           {schema}.histogram(wait_bucket), {schema}.histogram(run_bucket)
+    FROM owned
+    WHERE (SELECT count(*) FROM owned) <> %(batch_size)s
+    GROUP BY queue, task
+    ON CONFLICT (minute, queue, task, worker_id) DO UPDATE
+    SET succeeded = s.succeeded + excluded.succeeded,
+        failed = s.failed + excluded.failed,
+        retried = s.retried + excluded.retried,
+        cancelled = s.cancelled + excluded.cancelled,
+        -- element-wise sums, inline: measured cheaper than calling a SQL function
+        wait_ms_histogram = ARRAY(
+            SELECT coalesce(x, 0) + coalesce(y, 0)
+            FROM unnest(s.wait_ms_histogram, excluded.wait_ms_histogram)
+                 WITH ORDINALITY AS t(x, y, i) ORDER BY i),
+        run_ms_histogram = ARRAY(
+            SELECT coalesce(x, 0) + coalesce(y, 0)
+            FROM unnest(s.run_ms_histogram, excluded.run_ms_histogram)
+                 WITH ORDINALITY AS t(x, y, i) ORDER BY i)
 )
 SELECT 'requeued', id, run_at FROM requeued
 UNION ALL
 SELECT 'archived', id, NULL FROM archived
 """
 """Write a batch of outcomes in one statement: retries go back to ``queued`` with the
-backoff computed here, everything else moves to ``job_history``. Returns one row per job
-actually acknowledged (stale outcomes are skipped by the ``owned`` guard)."""
+backoff computed here, everything else moves to ``job_history``, and the batch is added
+to this worker's per-minute rollup rows (counts and latency histograms, pre-aggregated by
+the completer, see ``pgtaskq.rollup``). Only ``owned`` rows count, so a stale or
+duplicate acknowledgement changes neither the job nor the statistics. Returns one row per job
+actually acknowledged."""
 
 HEARTBEAT = """
 WITH held AS (
@@ -159,7 +204,7 @@ WITH expired AS MATERIALIZED (
                      || ' stopped heartbeating (attempt ' || j.attempts || ')'
     FROM expired e
     WHERE j.id = e.id AND j.attempts < j.max_attempts AND NOT j.cancel_requested
-    RETURNING j.id, j.queue
+    RETURNING j.id, j.queue, j.task
 ), given_up AS (
     DELETE FROM {schema}.jobs j USING expired e
     WHERE j.id = e.id AND (j.attempts >= j.max_attempts OR j.cancel_requested)
@@ -176,6 +221,22 @@ WITH expired AS MATERIALIZED (
                || attempts || ' of ' || max_attempts || ')'
     FROM given_up
     RETURNING id
+), rolled_up AS (
+    INSERT INTO {schema}.stats_minute AS s
+        (minute, queue, task, worker_id, failed, retried, cancelled)
+    SELECT date_trunc('minute', now()), queue, task, 0,
+           count(*) FILTER (WHERE outcome = 'failed'),
+           count(*) FILTER (WHERE outcome = 'retried'),
+           count(*) FILTER (WHERE outcome = 'cancelled')
+    FROM (SELECT queue, task, 'retried' AS outcome FROM requeued
+          UNION ALL
+          SELECT queue, task, CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END
+          FROM given_up) AS rescued
+    GROUP BY queue, task
+    ON CONFLICT (minute, queue, task, worker_id) DO UPDATE
+    SET failed = s.failed + excluded.failed,
+        retried = s.retried + excluded.retried,
+        cancelled = s.cancelled + excluded.cancelled
 ), wake AS (
     SELECT pg_notify(%(channel)s, 'q:' || string_agg(DISTINCT queue, ','))
     FROM requeued HAVING count(*) > 0
@@ -185,7 +246,9 @@ UNION ALL
 SELECT 'archived', id FROM archived
 """
 """Bring back the jobs of dead workers. The attempt their dead worker used stays counted,
-so a job that kills its worker every time ends ``failed`` instead of looping."""
+so a job that kills its worker every time ends ``failed`` instead of looping. The rescued
+attempts go into the rollups (retried, or failed/cancelled) under worker 0: they are rare,
+so sharing one row costs no contention worth a shard."""
 
 HAND_BACK = """
 WITH returned AS (

@@ -1,0 +1,105 @@
+"""Cost of the per-minute rollup inside the batched acknowledgement (COMPLETE).
+
+The drain benchmark is noisy on a shared machine; this one times only the statement the
+completer runs: N running jobs acknowledged in batches, once with the real COMPLETE and
+once with its ``rolled_up`` CTE cut out, alternating, best of several rounds.
+
+    python benchmarks/bench_ack.py --jobs 20000 --batch 100 --rounds 5 [--dsn DSN]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+import uuid
+
+import psycopg
+
+from pgtaskq import TaskQueue, rollup
+from pgtaskq.completer import Outcome
+from pgtaskq.sql import render
+from pgtaskq.sql import worker as worker_sql
+
+
+def without_rollup(statement: str) -> str:
+    """COMPLETE minus the ``rolled_up`` CTE: the acknowledgement as it was before rollups."""
+    head, _, rest = statement.partition("), rolled_up AS (")
+    assert rest, "COMPLETE has no rolled_up CTE"
+    _, _, tail = rest.partition("\n)\nSELECT")
+    return head + ")\nSELECT" + tail
+
+
+def fill(conn: psycopg.Connection, schema: str, jobs: int) -> None:
+    conn.execute(f'TRUNCATE "{schema}".jobs, "{schema}".job_history, "{schema}".stats_minute')
+    conn.execute(
+        f"""INSERT INTO "{schema}".jobs (queue, task, status, attempts, max_attempts,
+                                          worker_id, started_at)
+            SELECT 'default', 'task' || (g %% 3), 'running', 1, 3, 1, now()
+            FROM generate_series(1, %s) g""", (jobs,))
+    conn.execute(f'VACUUM ANALYZE "{schema}".jobs')
+
+
+def ack_all(conn: psycopg.Connection, schema: str, statement: str, batch: int) -> float:
+    """Seconds to acknowledge every running job, ``batch`` per statement."""
+    jobs = conn.execute(f'SELECT id, task FROM "{schema}".jobs ORDER BY id').fetchall()
+    rng = random.Random(7)
+    outcomes = [Outcome(job_id, 1, "failed" if rng.random() < 0.05 else "succeeded",
+                        queue="default", task=task, wait_ms=rng.expovariate(1 / 50),
+                        run_ms=rng.expovariate(1 / 5), max_attempts=3)
+                for job_id, task in jobs]
+    began = time.perf_counter()
+    for start in range(0, len(outcomes), batch):
+        chunk = outcomes[start:start + batch]
+        n = len(chunk)
+        # built per batch, as Completer._write does, so Python's share is timed too
+        extra = rollup.params(chunk) if "rolled_up" in statement else {
+            "wait_buckets": [0] * n, "run_buckets": [0] * n}
+        conn.execute(render(schema, statement), {
+            "worker_id": 1, "ids": [o.job_id for o in chunk], "attempts": [1] * n,
+            "kinds": [o.kind for o in chunk], "errors": [None] * n, "results": [None] * n,
+            "delays": [None] * n, **extra, "backoff_base": 1.0, "backoff_cap": 10.0,
+        })
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dsn", default=os.environ.get("PGTASKQ_TEST_DSN")
+                        or "postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--jobs", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=5)
+    options = parser.parse_args()
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    tq = TaskQueue(options.dsn, schema=schema)
+    tq.install()
+    variants = {"with rollup": worker_sql.COMPLETE,
+                "without rollup": without_rollup(worker_sql.COMPLETE)}
+    best = dict.fromkeys(variants, float("inf"))
+    try:
+        with psycopg.connect(options.dsn, autocommit=True) as conn:
+            for _ in range(options.rounds):
+                for name, statement in variants.items():
+                    fill(conn, schema, options.jobs)
+                    best[name] = min(best[name], ack_all(conn, schema, statement,
+                                                         options.batch))
+                    counted = conn.execute(
+                        f'SELECT coalesce(sum(succeeded + failed + retried), 0) FROM "{schema}".'
+                        "stats_minute").fetchone()[0]
+                    assert counted == (options.jobs if statement is worker_sql.COMPLETE
+                                       else 0), counted
+    finally:
+        tq.close()
+        tq.uninstall()
+    for name, seconds in best.items():
+        print(f"{name:>15}: {options.jobs / seconds:9,.0f} acks/s "
+              f"({seconds / (options.jobs / options.batch) * 1000:.2f} ms per batch of "
+              f"{options.batch})")
+    extra = best["with rollup"] / best["without rollup"] - 1
+    print(f"rollup cost: {extra:+.1%} of the acknowledgement statement's time")
+
+
+if __name__ == "__main__":
+    main()

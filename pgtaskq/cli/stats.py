@@ -1,0 +1,171 @@
+"""``pgtaskq stats``: the terminal dashboard (``--watch``) and its ``--json`` form.
+
+Rendering only: the figures and how they are read cheaply are in ``pgtaskq.stats``. The
+watch loop keeps one autocommit connection, redraws in place on a terminal (clear screen
+and home) and appends frames otherwise (a log file or a pipe must not fill with escape
+codes), survives a database outage by showing the error and trying again, and ends with
+exit status 0 on Ctrl-C: stopping the dashboard is not a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+import psycopg
+from tabulate import tabulate
+
+from pgtaskq import stats
+from pgtaskq.cli.context import one_line, pass_queue
+from pgtaskq.duration import format_age, format_ms
+from pgtaskq.queue import TaskQueue
+
+SPARK = "▁▂▃▄▅▆▇█"
+CLEAR = "\x1b[H\x1b[2J"
+ERROR_WIDTH = 70
+
+
+def sparkline(values: list[int]) -> str:
+    """One character per value, scaled to the largest; blank for zero."""
+    top = max(values, default=0)
+    if top <= 0:
+        return " " * len(values)
+    return "".join(" " if v <= 0 else SPARK[min(len(SPARK) - 1, (v * len(SPARK) - 1) // top)]
+                   for v in values)
+
+
+def _n(value: int, estimated: bool = False) -> str:
+    return ("~" if estimated and value else "") + f"{value:,}"
+
+
+def _windows(counts: dict[str, int]) -> str:
+    return "/".join(f"{counts[w]:,}" for w in stats.WINDOWS)
+
+
+def _latency(row: stats.Row, which: str) -> str:
+    p = row.percentiles(which)
+    if p["p50"] is None:
+        return ""
+    return f"{format_ms(p['p50'])} / {format_ms(p['p95'])}"
+
+
+def _figures(row: stats.Row, first: str, second: str) -> list[Any]:
+    oldest = format_age(row.oldest_ready_age)
+    return [first, second, _n(row.ready, row.estimated), _n(row.scheduled, row.estimated),
+            _n(row.running), _windows(row.succeeded), _windows(row.failed),
+            f"{row.retried_1h:,}", f"{row.throughput:,.1f}", _latency(row, "wait"),
+            _latency(row, "run"), oldest]
+
+
+HEADERS = ["queue", "task", "ready", "scheduled", "running", "ok 1m/5m/1h",
+           "failed 1m/5m/1h", "retried 1h", "jobs/s", "wait p50 / p95", "run p50 / p95",
+           "oldest ready"]
+
+
+def render(snapshot: stats.Snapshot, schema: str) -> str:
+    """The dashboard as text."""
+    at = snapshot.at.strftime("%Y-%m-%d %H:%M:%S %Z")
+    out = [f"pgtaskq stats: schema {schema}, {at} (read in {snapshot.elapsed_ms:.0f} ms)", ""]
+    table = [_figures(r, r.queue or "", r.task or "") for r in snapshot.tasks]
+    table.append(_figures(snapshot.total, "TOTAL", ""))
+    out.append(tabulate(table, HEADERS, disable_numparse=True,
+                        colalign=("left", "left") + ("right",) * (len(HEADERS) - 2)))
+    notes = ["windows: 1m/5m/1h = current minute plus 1/5/60 before; latency over 5m"]
+    if snapshot.estimated:
+        notes.append("~ = estimate from a table sample (jobs table too large to count); "
+                     "oldest ready per queue is exact")
+    out.append("  " + "; ".join(notes))
+    if snapshot.queues:
+        out += ["", "finished per minute, last hour (oldest left):"]
+        width = max(len(q.queue or "") for q in snapshot.queues)
+        for q in snapshot.queues:
+            out.append(f"  {(q.queue or '').ljust(width)} |{sparkline(q.series)}| "
+                       f"max {max(q.series, default=0):,}/min, now {q.throughput:,.1f}/s, "
+                       f"oldest ready {format_age(q.oldest_ready_age) or '-'}")
+    out += ["", "workers:"]
+    if snapshot.workers:
+        out.append(tabulate(
+            [[w.id, w.host, w.pid, ",".join(w.queues) if w.queues else "all",
+              w.concurrency, w.busy, w.stuck, format_age(w.heartbeat_age) + " ago",
+              w.status, f"{w.finished_1m:,}"] for w in snapshot.workers],
+            ["id", "host", "pid", "queues", "concurrency", "busy", "stuck", "heartbeat",
+             "status", "done 1m"], disable_numparse=True))
+    else:
+        out.append("  no workers registered")
+    alive = sum(1 for w in snapshot.workers if w.status == "alive")
+    if not alive:
+        out.append("  WARNING: no worker is alive; queued jobs are not being run")
+    out += ["", "recent failures:"]
+    if snapshot.failures:
+        out.append(tabulate(
+            [[f.job_id, f.task, f"{f.attempts}/{f.max_attempts}",
+              f.finished_at.strftime("%H:%M:%S"), _short(f.error)]
+             for f in snapshot.failures],
+            ["job", "task", "attempts", "finished", "error"], disable_numparse=True))
+    else:
+        out.append("  none in the last day")
+    return "\n".join(out)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= ERROR_WIDTH else text[: ERROR_WIDTH - 1] + "…"
+
+
+@click.command("stats")
+@click.option("--watch", "-w", type=click.FloatRange(min=0.1), is_flag=False, flag_value=2.0,
+              default=None, metavar="[SECONDS]",
+              help="Redraw every SECONDS (default 2) until Ctrl-C.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON (one document per line with --watch).")
+@click.option("--queue", "-q", help="Only this queue.")
+@click.option("--task", "-t", help="Only this task.")
+@click.option("--failures", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Recent failures to list.")
+@pass_queue
+def stats_command(tq: TaskQueue, watch: float | None, as_json: bool, queue: str | None,
+                  task: str | None, failures: int) -> None:
+    """Queue depth, throughput, latency, workers and failures, per queue and task."""
+    conn = tq.connect()
+    try:
+        if watch is None:
+            _show(collect(conn, tq, queue, task, failures), tq.schema, as_json, False)
+            return
+        _watch(conn, tq, watch, as_json, queue, task, failures)
+    finally:
+        conn.close()
+
+
+def collect(conn: psycopg.Connection, tq: TaskQueue, queue: str | None, task: str | None,
+            failures: int) -> stats.Snapshot:
+    return stats.collect(conn, tq.schema, queue=queue, task=task, failures=failures)
+
+
+def _show(snapshot: stats.Snapshot, schema: str, as_json: bool, redraw: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(snapshot.to_json(), default=str))
+        return
+    text = render(snapshot, schema)
+    click.echo((CLEAR if redraw else "") + text + ("" if redraw else "\n"))
+
+
+def _watch(conn: psycopg.Connection, tq: TaskQueue, interval: float, as_json: bool,
+           queue: str | None, task: str | None, failures: int) -> None:
+    redraw = sys.stdout.isatty() and not as_json
+    try:
+        while True:
+            began = time.monotonic()
+            try:
+                if conn.closed:
+                    conn = tq.connect()
+                _show(collect(conn, tq, queue, task, failures), tq.schema, as_json, redraw)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                click.echo((CLEAR if redraw else "") +
+                           f"database unavailable, retrying every {interval:g}s: "
+                           f"{one_line(exc)}", err=not redraw)
+                conn.close()
+            time.sleep(max(0.0, interval - (time.monotonic() - began)))
+    except KeyboardInterrupt:
+        conn.close()

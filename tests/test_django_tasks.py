@@ -231,3 +231,38 @@ def test_system_check_reports_bad_settings(django_configured):
     with override_settings(PGTASKQ={"QUEUES": ["x"]}), \
             pytest.raises(SystemCheckError, match="unknown PGTASKQ setting"):
         call_command("check", "--tag", "pgtaskq")
+
+
+def test_without_a_django_database_jobs_use_pgtaskqs_pool(tasks, django_tq, tq, pgtaskq_dsn):
+    from django.test import override_settings
+
+    announced: list[str] = []
+    task_enqueued.connect(lambda sender, task_result, **kw: announced.append(task_result.id),
+                          weak=False, dispatch_uid="test.pool")
+    try:
+        with override_settings(PGTASKQ={"DATABASE": None, "DSN": pgtaskq_dsn,
+                                        "SCHEMA": tq.schema}):
+            with pytest.raises(Boom), transaction.atomic():
+                result = tasks.add.enqueue(1, 1)
+                raise Boom
+            # Not transactional in this mode: the job was committed on its own.
+            assert tq.get_job(int(result.id)).status == "queued"
+            assert announced == [result.id]
+            assert tasks.add.get_result(result.id).status == TaskResultStatus.READY
+    finally:
+        task_enqueued.disconnect(dispatch_uid="test.pool")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["jobs", "--settings", "x.y"], ["jobs"]),
+        (["--settings=x.y", "worker", "-c", "2"], ["worker", "-c", "2"]),
+        (["--pythonpath", "/srv", "stats"], ["stats"]),
+        (["show", "3"], ["show", "3"]),
+    ],
+)
+def test_manage_py_options_are_not_passed_to_click(argv, expected):
+    from pgtaskq.contrib.django.management.commands.pgtaskq import _without_django_options
+
+    assert _without_django_options(argv) == expected

@@ -31,7 +31,6 @@ configuration; the worker runs every job inside an application context of the ap
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 import click
@@ -126,19 +125,12 @@ class PgTaskQ(TaskQueue):
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         *,
-        queue: str | None = None,
-        priority: int | None = None,
-        run_at: datetime | None = None,
-        delay: float | None = None,
-        dedupe_key: str | None = None,
-        max_attempts: int | None = None,
         conn: Any = None,
-        schedule: str | None = None,
+        **options: Any,
     ) -> int:
+        # Options pass through untouched, so new enqueue options need no change here.
         return super().enqueue(
-            task_name, args, kwargs, queue=queue, priority=priority, run_at=run_at,
-            delay=delay, dedupe_key=dedupe_key, max_attempts=max_attempts,
-            conn=self.connection_for_enqueue(conn), schedule=schedule,
+            task_name, args, kwargs, conn=self.connection_for_enqueue(conn), **options
         )
 
     def enqueue_many(

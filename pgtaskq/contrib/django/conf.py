@@ -27,7 +27,6 @@ import json
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -201,19 +200,12 @@ class DjangoTaskQueue(TaskQueue):
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         *,
-        queue: str | None = None,
-        priority: int | None = None,
-        run_at: datetime | None = None,
-        delay: float | None = None,
-        dedupe_key: str | None = None,
-        max_attempts: int | None = None,
         conn: Any = None,
-        schedule: str | None = None,
+        **options: Any,
     ) -> int:
+        # Options pass through untouched, so new enqueue options need no change here.
         return super().enqueue(
-            task_name, args, kwargs, queue=queue, priority=priority, run_at=run_at,
-            delay=delay, dedupe_key=dedupe_key, max_attempts=max_attempts,
-            conn=self.connection_for_enqueue(conn), schedule=schedule,
+            task_name, args, kwargs, conn=self.connection_for_enqueue(conn), **options
         )
 
     def enqueue_many(

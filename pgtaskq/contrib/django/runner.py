@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from pgtaskq.context import JobContext
+
+log = logging.getLogger("pgtaskq.django")
 
 
 def django_job_middleware(job: JobContext, call_next: Callable[[], Any]) -> Any:
@@ -76,7 +79,9 @@ def prepare_worker_queue() -> Any:
     from pgtaskq.contrib.django.conf import get_queue
 
     queue = get_queue()
-    autodiscover()
+    modules = autodiscover()
+    log.info("django: imported %s; %d tasks: %s", ", ".join(modules) or "no task modules",
+             len(queue.tasks), ", ".join(sorted(queue.tasks)))
     if django_job_middleware not in queue.job_middlewares:
         queue.add_job_middleware(django_job_middleware)
     return queue

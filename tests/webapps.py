@@ -99,21 +99,35 @@ def gunicorn_argv(app: str, port: int) -> list[str]:
 
 
 def start_gunicorn(app: str, cwd: Path, env: dict[str, str]) -> tuple[Service, str]:
-    """Start gunicorn and wait until ``/health`` answers; return it and its base URL."""
-    port = free_port()
-    server = Service(gunicorn_argv(app, port), env, cwd)
-    base_url = f"http://127.0.0.1:{port}"
+    """Start gunicorn and wait until ``/health`` answers; return it and its base URL.
 
-    def healthy() -> bool:
-        server.fail_if_dead()
+    The free port is only free when we looked: if another process takes it first,
+    gunicorn exits with "Address already in use" and we try another port.
+    """
+    for _ in range(3):
+        port = free_port()
+        server = Service(gunicorn_argv(app, port), env, cwd)
+        base_url = f"http://127.0.0.1:{port}"
+        if _wait_healthy(server, base_url):
+            return server, base_url
+        server.stop()
+        if "already in use" not in server.output():
+            break
+    pytest.fail(f"gunicorn did not start:\n{server.output()}")
+
+
+def _wait_healthy(server: Service, base_url: str) -> bool:
+    def healthy_or_dead() -> bool:
+        if not server.alive():
+            return True
         try:
             with urllib.request.urlopen(f"{base_url}/health", timeout=2) as response:
                 return response.status == 200
         except (OSError, urllib.error.URLError):
             return False
 
-    wait_until(healthy, 30, interval=0.1, what="gunicorn answering /health")
-    return server, base_url
+    wait_until(healthy_or_dead, 30, interval=0.1, what="gunicorn answering /health")
+    return server.alive()
 
 
 def post_json(url: str, body: dict[str, Any], timeout: float = 30.0) -> tuple[int, Any]:

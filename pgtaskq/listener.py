@@ -44,8 +44,10 @@ class Events:
 class Listener:
     """``wait(timeout)`` until a notification, a ``wake()`` or the timeout."""
 
-    def __init__(self, conninfo: str | None, channel: str) -> None:
+    def __init__(self, conninfo: str | None, channel: str, *,
+                 application_name: str = "pgtaskq listener") -> None:
         self._conninfo = conninfo
+        self._application_name = application_name
         self._channel = channel
         self._conn: psycopg.Connection | None = None
         self._failures = 0
@@ -77,7 +79,8 @@ class Listener:
         if time.monotonic() < self._next_attempt:
             return False
         try:
-            conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
+            conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5,
+                                   application_name=self._application_name)
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
         except psycopg.Error as exc:
             self._failures += 1

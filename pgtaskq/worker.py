@@ -156,6 +156,11 @@ class Worker:
             self._listener.wake()
 
     @property
+    def application_name(self) -> str:
+        """What ``pg_stat_activity`` shows for this worker's connections."""
+        return f"pgtaskq worker {os.getpid()}"
+
+    @property
     def capacity(self) -> int:
         return self.concurrency + self.prefetch
 
@@ -171,7 +176,8 @@ class Worker:
         self._task_names = task_names
         conninfo = self.tq.conninfo
         self._pool = ConnectionPool(
-            conninfo, min_size=2, max_size=4, kwargs={"autocommit": True},
+            conninfo, min_size=2, max_size=4,
+            kwargs={"autocommit": True, "application_name": self.application_name},
             check=ConnectionPool.check_connection, name="pgtaskq-worker", open=True,
         )
         try:
@@ -209,7 +215,8 @@ class Worker:
                               keep_failed=self.keep_failed, interval=self.prune_interval)
         listen_conninfo = None if self.poll_only else (
             embedded.resolve(self.listen_dsn) if self.listen_dsn else conninfo)
-        self._listener = Listener(listen_conninfo, self.tq.channel)
+        self._listener = Listener(listen_conninfo, self.tq.channel,
+                                  application_name=self.application_name)
         self._timers = self._make_timers()
         previous_handlers = self._install_signal_handlers()
         try:

@@ -11,16 +11,21 @@ from __future__ import annotations
 import logging
 import sys
 
-FORMAT = "%(asctime)s %(levelname)s pgtaskq[%(process)d] %(message)s"
+FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s"
 
 
 def configure(level: str = "INFO") -> None:
-    """Send pgtaskq's log records to stderr at ``level`` (idempotent)."""
-    logger = logging.getLogger("pgtaskq")
-    logger.setLevel(level.upper())
-    if not any(getattr(h, "_pgtaskq", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(FORMAT, "%Y-%m-%dT%H:%M:%S"))
-        handler._pgtaskq = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-        logger.propagate = False
+    """Send pgtaskq's log records to stderr at ``level`` (idempotent).
+
+    psycopg's own warnings (the pool discarding a connection the server closed) get the
+    same one-line format at WARNING, instead of Python's bare last-resort output.
+    """
+    for name, logger_level in (("pgtaskq", level.upper()), ("psycopg", "WARNING")):
+        logger = logging.getLogger(name)
+        logger.setLevel(logger_level)
+        if not any(getattr(h, "_pgtaskq", False) for h in logger.handlers):
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter(FORMAT, "%Y-%m-%dT%H:%M:%S"))
+            handler._pgtaskq = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)
+            logger.propagate = False

@@ -300,7 +300,8 @@ def test_cancel_reports_unknown_and_finished_ids(run: Run, tq: TaskQueue) -> Non
     done, fresh = tq.enqueue("t"), tq.enqueue("t")
     tq.cancel(done)
     result = run("cancel", "999999", str(done), str(fresh))
-    line = assert_user_error(result, "unknown job id(s) 999999", f"not cancellable: {done}")
+    line = assert_user_error(result, "unknown job id(s) 999999",
+                             f"not cancelled (already finished): {done}")
     assert str(fresh) not in line
     assert f"job {fresh}: cancelled" in result.stdout  # the good id was still handled
     assert tq.get_job(fresh).status == "cancelled"  # type: ignore[union-attr]
@@ -319,12 +320,12 @@ def test_retry_cancelled_jobs(run: Run, tq: TaskQueue) -> None:
 
 def test_retry_reports_unknown_and_live_ids(run: Run, tq: TaskQueue) -> None:
     queued = tq.enqueue("t")
-    assert_user_error(run("retry", str(queued), "424242"),
-                      "unknown job id(s) 424242", f"not retriable: {queued}")
+    assert_user_error(run("retry", str(queued), "424242"), "unknown job id(s) 424242",
+                      f"not retried (not failed or cancelled): {queued}")
 
 
 def test_retry_refused_when_dedupe_key_is_taken(run: Run, tq: TaskQueue) -> None:
     old = tq.enqueue("t", dedupe_key="k")
     tq.cancel(old)
     tq.enqueue("t", dedupe_key="k")  # a new live job holds the key now
-    assert_user_error(run("retry", str(old)), f"not retriable: {old}", "dedupe_key")
+    assert_user_error(run("retry", str(old)), "not retried (", "dedupe_key", f"): {old}")

@@ -143,31 +143,33 @@ def show_command(tq: TaskQueue, job_id: int, as_json: bool) -> None:
         click.echo("\nlast_error:\n" + last_error.rstrip())
 
 
-def _act_on_each(tq: TaskQueue, job_ids: tuple[int, ...], verb: str, done: str) -> None:
+def _act_on_each(tq: TaskQueue, job_ids: tuple[int, ...], verb: str) -> None:
     """Cancel or retry every id; then fail naming the ids that were unknown or refused."""
-    action = getattr(tq, verb)
+    action, done, past, why_not = {
+        "cancel": (tq.cancel, "cancelled", "cancelled", "already finished"),
+        "retry": (tq.retry, "queued again", "retried", "not failed or cancelled"),
+    }[verb]
     unknown: list[str] = []
-    refused: list[str] = []
+    refused: dict[str, list[str]] = {}  # reason -> ids
     for job_id in job_ids:
         try:
             ok = action(job_id)
         except PgtaskqError as exc:  # retry refused: its dedupe_key is taken again
-            refused.append(f"{job_id} ({one_line(exc)})")
+            refused.setdefault(one_line(exc), []).append(str(job_id))
             continue
         if ok:
-            job = tq.get_job(job_id)
-            state = "cancel requested" if job is not None and job.status == "running" else done
+            state = done
+            if verb == "cancel":  # a running job is only asked to stop
+                job = tq.get_job(job_id)
+                if job is not None and job.status == "running":
+                    state = "cancel requested"
             click.echo(f"job {job_id}: {state}")
         elif tq.get_job(job_id) is None:
             unknown.append(str(job_id))
         else:
-            refused.append(str(job_id))
-    problems = []
-    if unknown:
-        problems.append(f"unknown job id(s) {', '.join(unknown)}")
-    if refused:
-        adjective = "cancellable" if verb == "cancel" else "retriable"
-        problems.append(f"not {adjective}: {', '.join(refused)}")
+            refused.setdefault(why_not, []).append(str(job_id))
+    problems = [f"unknown job id(s) {', '.join(unknown)}"] if unknown else []
+    problems += [f"not {past} ({why}): {', '.join(ids)}" for why, ids in refused.items()]
     if problems:
         raise click.ClickException("; ".join(problems))
 
@@ -177,7 +179,7 @@ def _act_on_each(tq: TaskQueue, job_ids: tuple[int, ...], verb: str, done: str) 
 @pass_queue
 def cancel_command(tq: TaskQueue, job_ids: tuple[int, ...]) -> None:
     """Cancel jobs: queued ones at once, running ones are asked to stop."""
-    _act_on_each(tq, job_ids, "cancel", "cancelled")
+    _act_on_each(tq, job_ids, "cancel")
 
 
 @click.command("retry")
@@ -185,4 +187,4 @@ def cancel_command(tq: TaskQueue, job_ids: tuple[int, ...]) -> None:
 @pass_queue
 def retry_command(tq: TaskQueue, job_ids: tuple[int, ...]) -> None:
     """Queue failed or cancelled jobs again."""
-    _act_on_each(tq, job_ids, "retry", "queued again")
+    _act_on_each(tq, job_ids, "retry")

@@ -3,6 +3,7 @@ PostgreSQL. Tasks are in tests/apps/basic.py and log each run to a table."""
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from datetime import datetime, timedelta, timezone
@@ -85,7 +86,7 @@ def test_failures_retry_with_growing_delays_then_fail(tq, db, runs_table, worker
         f'SELECT at FROM "{tq.schema}".test_runs WHERE job_id = %s ORDER BY id',
         (job_id,)).fetchall()]
     assert len(times) == 4
-    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
     # backoff 0.05 * 2^(n-1) with +-25% jitter, capped at 0.2 s
     assert all(gap >= 0.035 for gap in gaps), gaps
     worker.stop()

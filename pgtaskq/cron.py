@@ -57,10 +57,6 @@ class Schedule:
     kwargs_json: str
     misfire: str
 
-    @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.tz)
-
     def next_tick(self, after: datetime) -> datetime:
         """The first tick strictly after ``after``, as an aware UTC datetime."""
         return next_tick(self.expression, self.tz, after)

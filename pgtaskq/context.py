@@ -18,13 +18,16 @@ _local = threading.local()
 
 @dataclass
 class JobContext:
-    """The running job: id, task, attempt (1-based), max_attempts, and cancellation."""
+    """The running job: id, task, queue, attempt (1-based), max_attempts, the worker's id,
+    and cancellation."""
 
     id: int
     task: str
     queue: str
     attempt: int
     max_attempts: int
+    worker_id: int | None = None
+    """Registry id of the worker running the job (``pgtaskq stats`` lists workers)."""
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     timed_out: bool = False
 

@@ -38,3 +38,24 @@ def execute(conn: Any, query: str, params: Mapping[str, Any] | None = None) -> l
         return [tuple(row.values()) if isinstance(row, Mapping) else tuple(row) for row in rows]
     finally:
         cur.close()
+
+
+UNDEFINED_TABLE = "42P01"
+UNIQUE_VIOLATION = "23505"
+
+
+def sqlstate(exc: BaseException | None) -> str | None:
+    """The SQLSTATE of a database error from psycopg 3, psycopg2 or Django; else None.
+
+    Errors raised on a caller's connection come from whichever driver it uses (Django
+    wraps the driver's error and keeps it as ``__cause__``), so they are recognised by
+    their SQLSTATE rather than by class.
+    """
+    for _ in range(4):
+        if exc is None:
+            return None
+        code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+        if isinstance(code, str):
+            return code
+        exc = exc.__cause__
+    return None

@@ -155,10 +155,13 @@ class TaskQueue:
     def _readable_errors(self) -> Iterator[None]:
         try:
             yield
-        except psycopg.errors.UndefinedTable as exc:
-            raise SchemaNotInstalledError(
-                f"pgtaskq is not installed in schema {self.schema!r}: run 'pgtaskq install'"
-            ) from exc
+        except Exception as exc:  # from any driver: psycopg 3, psycopg2, Django
+            if dbapi.sqlstate(exc) == dbapi.UNDEFINED_TABLE:
+                raise SchemaNotInstalledError(
+                    f"pgtaskq is not installed in schema {self.schema!r}: "
+                    "run 'pgtaskq install'"
+                ) from exc
+            raise
 
     def _run(self, query_template: str, params: Mapping[str, Any], conn: Any = None) -> list:
         query = render(self.schema, query_template)
@@ -468,7 +471,9 @@ class TaskQueue:
         """Queue a failed or cancelled job again, with a fresh count of attempts."""
         try:
             rows = self._run(job_sql.RETRY, {"id": int(job_id), "channel": self.channel}, conn)
-        except psycopg.errors.UniqueViolation as exc:
+        except Exception as exc:  # from any driver: psycopg 3, psycopg2, Django
+            if dbapi.sqlstate(exc) != dbapi.UNIQUE_VIOLATION:
+                raise
             raise PgtaskqError(
                 f"cannot retry job {job_id}: another job with its dedupe_key is queued or "
                 "running"

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgtaskq import PgtaskqError, TaskQueue
+from pgtaskq import PgtaskqError, SchemaNotInstalledError, TaskQueue
 
 
 def fail(db: psycopg.Connection, schema: str, job_id: int, error: str = "ValueError: x") -> None:
@@ -161,3 +161,28 @@ def test_list_jobs_filters(tq: TaskQueue, mixed: dict[str, int]) -> None:
 def test_list_jobs_unknown_status(tq: TaskQueue) -> None:
     with pytest.raises(ValueError, match="unknown status"):
         tq.list_jobs(status="exploded")
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_errors_on_a_callers_connection_are_pgtaskq_errors(
+    pgtaskq_dsn: str, tq: TaskQueue, driver: str
+) -> None:
+    """Whatever driver the caller's connection uses, a missing schema and a refused retry
+    raise pgtaskq's errors, not the driver's."""
+    import psycopg2
+
+    old = tq.enqueue("t", dedupe_key="k")
+    tq.cancel(old)
+    tq.enqueue("t", dedupe_key="k")
+    bare = TaskQueue(pgtaskq_dsn, schema=tq.schema + "_none")
+    connect = psycopg.connect if driver == "psycopg" else psycopg2.connect
+    conn = connect(pgtaskq_dsn)
+    try:
+        with pytest.raises(PgtaskqError, match="dedupe_key"):
+            tq.retry(old, conn=conn)
+        conn.rollback()
+        with pytest.raises(SchemaNotInstalledError, match="run 'pgtaskq install'"):
+            bare.enqueue("t", conn=conn)
+        conn.rollback()
+    finally:
+        conn.close()

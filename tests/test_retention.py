@@ -67,7 +67,7 @@ def test_worker_prunes_with_its_retention_options(tq, db, worker_process):
                             "--keep-failed", "4d")
     left = expected_left(ids, 2, 96)
     wait_until(lambda: remaining(db, tq.schema) == left, 15, what="pruned history")
-    assert "pruned expired history" in worker.output()
+    wait_until(lambda: "pruned expired history" in worker.output(), 10, what="log line")
     assert worker.stop() == 0
 
 

@@ -1,0 +1,187 @@
+"""How long ``pgtaskq stats`` (and ``check``) take with a million jobs in the table.
+
+Fills a fresh schema by SQL (``generate_series``): ``--jobs`` live jobs over 4 queues and
+20 tasks (90% ready, 9% scheduled, 1000 running), 100k finished jobs with 2% failures, an
+hour of rollups from 4 workers, and 4 registered workers. Then times, in this process,
+``stats.collect`` (what every ``--watch`` frame costs) and ``health.check``, first right
+after the bulk load (no VACUUM or ANALYZE yet: the worst case for plans and index-only
+scans) and again after ``VACUUM ANALYZE``; and the whole ``pgtaskq stats`` command in a
+subprocess (Python start-up and imports included). With ``--explain`` (or when a read
+exceeds 200 ms) it prints EXPLAIN ANALYZE of every statement.
+
+    python benchmarks/bench_stats.py [--jobs 1000000] [--runs 20] [--explain] [--dsn DSN]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import psycopg
+
+from pgtaskq import TaskQueue, health, stats
+from pgtaskq.sql import render
+from pgtaskq.sql import stats as stats_sql
+
+BUDGET_MS = 200.0
+
+
+def fill(conn: psycopg.Connection, schema: str, jobs: int) -> None:
+    s = f'"{schema}"'
+    conn.execute(f"""
+        INSERT INTO {s}.jobs (queue, task, args, priority, run_at, max_attempts, created_at)
+        SELECT 'queue' || (g %% 4), 'app.tasks.task_' || (g %% 20), jsonb_build_array(g),
+               (g %% 3) - 1,
+               CASE WHEN g %% 100 < 9 THEN now() + make_interval(secs => g %% 3600)
+                    ELSE now() - make_interval(secs => (g %% 600)) END,
+               5, now() - interval '10 minutes'
+        FROM generate_series(1, %s) g""", (jobs,))
+    conn.execute(f"""
+        UPDATE {s}.jobs SET status = 'running', worker_id = 1 + id % 4, attempts = 1,
+               started_at = now(), lease_expires_at = now() + interval '1 minute'
+        WHERE id <= 1000""")
+    conn.execute(f"""
+        INSERT INTO {s}.job_history (id, queue, task, args, kwargs, status, priority, run_at,
+                                     attempts, max_attempts, created_at, started_at,
+                                     finished_at, last_error)
+        SELECT {jobs} + g, 'queue' || (g % 4), 'app.tasks.task_' || (g % 20), '[]', '{{}}',
+               CASE WHEN g % 50 = 0 THEN 'failed' ELSE 'succeeded' END, 0, now(), 1, 5,
+               now(), now(), now() - make_interval(secs => g % 86400),
+               CASE WHEN g % 50 = 0 THEN E'Traceback (most recent call last):\\n'
+                    || E'  File "app/tasks.py", line 7\\nValueError: bad input ' || g END
+        FROM generate_series(1, 100000) g""")
+    conn.execute(f"""
+        INSERT INTO {s}.stats_minute (minute, queue, task, worker_id, succeeded, failed,
+                                      retried, wait_ms_histogram, run_ms_histogram)
+        SELECT date_trunc('minute', now()) - make_interval(mins => m), 'queue' || (t % 4),
+               'app.tasks.task_' || t, w, 500 + m, m % 3, m % 5,
+               array_fill(7, ARRAY[64]), array_fill(9, ARRAY[64])
+        FROM generate_series(0, 120) m, generate_series(0, 19) t, generate_series(1, 4) w""")
+    conn.execute(f"""
+        INSERT INTO {s}.workers (host, pid, queues, concurrency, busy_slots, pgtaskq_version)
+        SELECT 'host' || g, 1000 + g, NULL, 250, 250, 'bench'
+        FROM generate_series(1, 4) g""")
+
+
+def time_reads(conn: psycopg.Connection, schema: str, runs: int) -> dict[str, list[float]]:
+    timings: dict[str, list[float]] = {"stats": [], "stats --task": [], "check": []}
+    for _ in range(runs):
+        began = time.perf_counter()
+        snapshot = stats.collect(conn, schema)
+        timings["stats"].append((time.perf_counter() - began) * 1000)
+        began = time.perf_counter()
+        stats.collect(conn, schema, task="app.tasks.task_3")
+        timings["stats --task"].append((time.perf_counter() - began) * 1000)
+        began = time.perf_counter()
+        health.check(conn, schema, max_age=3600)
+        timings["check"].append((time.perf_counter() - began) * 1000)
+    print(f"    ready {snapshot.total.ready:,} ({'estimated' if snapshot.estimated else 'exact'})"
+          f", scheduled {snapshot.total.scheduled:,}, running {snapshot.total.running:,}, "
+          f"oldest ready {snapshot.total.oldest_ready_age:.0f}s")
+    return timings
+
+
+def report(label: str, timings: dict[str, list[float]]) -> float:
+    print(f"  {label}")
+    worst = 0.0
+    for name, values in timings.items():
+        values = sorted(values)
+        p95 = values[max(0, int(len(values) * 0.95) - 1)]
+        worst = max(worst, statistics.median(values))
+        print(f"    {name:<14} median {statistics.median(values):6.1f} ms   "
+              f"p95 {p95:6.1f} ms   max {values[-1]:6.1f} ms")
+    return worst
+
+
+def explain(conn: psycopg.Connection, schema: str) -> None:
+    now, minute, pages = conn.execute(render(schema, stats_sql.CLOCK),
+                                      {"jobs": f'"{schema}".jobs'}).fetchone()
+    params: dict[str, Any] = {"now": now, "minute": minute, "queue": None, "task": None,
+                              "limit": 10, "percent": 100.0 * stats.SAMPLE_PAGES / pages,
+                              "lost_after": 30.0, "schema": schema}
+    for name in ("LIVE_SAMPLE", "RUNNING", "OLDEST_READY_BY_QUEUE", "ROLLUP_COUNTS",
+                 "ROLLUP_HISTOGRAMS", "ROLLUP_SERIES", "ROLLUP_BY_WORKER", "WORKERS",
+                 "RECENT_FAILURES", "TABLE_HEALTH", "OLDEST_XACT"):
+        rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + render(
+            schema, getattr(stats_sql, name)), params).fetchall()
+        print(f"\n-- {name}")
+        print("\n".join(r[0] for r in rows))
+
+
+def cli_in_process(dsn: str, schema: str, runs: int) -> list[float]:
+    from click.testing import CliRunner
+
+    from pgtaskq.cli import cli
+
+    times = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        result = CliRunner().invoke(cli, ["--dsn", dsn, "--schema", schema, "stats"])
+        times.append((time.perf_counter() - began) * 1000)
+        assert result.exit_code == 0, result.output
+    return times
+
+
+def cli_wall(dsn: str, schema: str, runs: int) -> list[float]:
+    env = {**os.environ, "PGTASKQ_DSN": dsn, "PGTASKQ_SCHEMA": schema}
+    walls = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "pgtaskq", "stats"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        walls.append((time.perf_counter() - began) * 1000)
+    return walls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dsn", default=os.environ.get("PGTASKQ_TEST_DSN")
+                        or "postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--jobs", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--explain", action="store_true")
+    options = parser.parse_args()
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    tq = TaskQueue(options.dsn, schema=schema)
+    tq.install()
+    try:
+        with psycopg.connect(options.dsn, autocommit=True) as conn:
+            began = time.perf_counter()
+            fill(conn, schema, options.jobs)
+            size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size(%s))",
+                                (f'"{schema}".jobs',)).fetchone()[0]
+            print(f"filled {options.jobs:,} live jobs ({size} with indexes), 100,000 "
+                  f"finished, 2h of rollups in {time.perf_counter() - began:.1f}s")
+            worst = report("right after the bulk load (no VACUUM/ANALYZE yet):",
+                           time_reads(conn, schema, options.runs))
+            conn.execute(f'VACUUM ANALYZE "{schema}".jobs')
+            conn.execute(f'VACUUM ANALYZE "{schema}".job_history')
+            conn.execute(f'VACUUM ANALYZE "{schema}".stats_minute')
+            worst = max(worst, report("after VACUUM ANALYZE:",
+                                      time_reads(conn, schema, options.runs)))
+            in_process = cli_in_process(options.dsn, schema, options.runs)
+            print(f"  `pgtaskq stats` in-process (CliRunner: schema check, connect, read, "
+                  f"render): median {statistics.median(in_process):.0f} ms, max "
+                  f"{max(in_process):.0f} ms")
+            walls = cli_wall(options.dsn, schema, max(3, options.runs // 4))
+            print(f"  `pgtaskq stats` command, wall clock incl. Python start-up: median "
+                  f"{statistics.median(walls):.0f} ms (min {min(walls):.0f} ms)")
+            began = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import pgtaskq.cli"], check=True)
+            print(f"  of which `python -c 'import pgtaskq.cli'` alone: "
+                  f"{(time.perf_counter() - began) * 1000:.0f} ms")
+            if options.explain or worst > BUDGET_MS:
+                explain(conn, schema)
+    finally:
+        tq.close()
+        tq.uninstall()
+
+
+if __name__ == "__main__":
+    main()

@@ -87,7 +87,8 @@ def ack_all(conn: psycopg.Connection, schema: str, statement: str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dsn", default=os.environ.get("PGTASKQ_TEST_DSN")
+    parser.add_argument("--dsn", default=os.environ.get("PGTASKQ_BENCH_DSN")
+                        or os.environ.get("PGTASKQ_TEST_DSN")
                         or "postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--jobs", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=100)

@@ -141,7 +141,8 @@ def cli_wall(dsn: str, schema: str, runs: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dsn", default=os.environ.get("PGTASKQ_TEST_DSN")
+    parser.add_argument("--dsn", default=os.environ.get("PGTASKQ_BENCH_DSN")
+                        or os.environ.get("PGTASKQ_TEST_DSN")
                         or "postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=20)

@@ -106,8 +106,16 @@ GROUP BY queue, task
 and ``1h`` likewise reach 5 and 60 whole minutes back (rollups have minute resolution)."""
 
 ROLLUP_HISTOGRAMS = """
-SELECT queue, task, wait_ms_histogram, run_ms_histogram FROM {schema}.stats_minute
-WHERE minute >= %(minute)s - interval '5 minutes'""" + FILTERS
+SELECT queue, task, array_agg(wait ORDER BY i), array_agg(run ORDER BY i)
+FROM (SELECT queue, task, h.i, sum(h.wait)::integer AS wait, sum(h.run)::integer AS run
+      FROM {schema}.stats_minute,
+           unnest(wait_ms_histogram, run_ms_histogram) WITH ORDINALITY AS h(wait, run, i)
+      WHERE minute >= %(minute)s - interval '5 minutes'""" + FILTERS + """
+      GROUP BY queue, task, h.i) AS buckets
+GROUP BY queue, task
+"""
+"""Latency histograms of the ``5m`` window per (queue, task), summed bucket by bucket in
+the server: one row per task instead of one per task, minute and worker to adapt."""
 
 ROLLUP_SERIES = """
 SELECT queue, minute, sum(succeeded + failed + retried + cancelled)

@@ -436,12 +436,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--update-results", action="store_true",
                         help="write the table into benchmarks/RESULTS.md")
     parser.add_argument("--json", type=Path, help="also save the raw samples here")
+    parser.add_argument(
+        "--async-commit", action="store_true",
+        help="diagnostic: synchronous_commit=off for every connection of the run (through "
+        "PGOPTIONS, so pgbench too); without the WAL flush wait the figures show the CPU "
+        "and protocol cost that a busy shared disk otherwise hides",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.async_commit:
+        os.environ["PGOPTIONS"] = (
+            os.environ.get("PGOPTIONS", "") + " -c synchronous_commit=off"
+        ).strip()
     dsn = bench_database(server_dsn())
     info = machine(dsn)
     log("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))

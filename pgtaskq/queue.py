@@ -164,12 +164,26 @@ class TaskQueue:
             raise
 
     def _run(self, query_template: str, params: Mapping[str, Any], conn: Any = None) -> list:
+        """Run one statement on ``conn``, or on a pooled connection (committed at once).
+
+        The pooled path is the producer's hot path, so it borrows with ``getconn`` and
+        ``putconn`` rather than through two more context managers: that and the
+        cursor's result check are a measurable share of an enqueue's client CPU.
+        """
         query = render(self.schema, query_template)
-        if conn is not None:
-            with self._readable_errors():
+        with self._readable_errors():
+            if conn is not None:
                 return dbapi.execute(conn, query, params)
-        with self.connection() as own:
-            return dbapi.execute(own, query, params)
+            pool = self.pool
+            own = pool.getconn()
+            try:
+                cursor = own.execute(query, params)
+                result = cursor.pgresult
+                if result is None or result.status != psycopg.pq.ExecStatus.TUPLES_OK:
+                    return []
+                return cursor.fetchall()
+            finally:
+                pool.putconn(own)
 
     # -- schema -------------------------------------------------------------------------
 

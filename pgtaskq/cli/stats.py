@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import timezone
 from typing import Any
 
 import click
@@ -49,7 +50,7 @@ def _latency(row: stats.Row, which: str) -> str:
     p = row.percentiles(which)
     if p["p50"] is None:
         return ""
-    return f"{format_ms(p['p50'])} / {format_ms(p['p95'])}"
+    return f"{format_ms(p['p50'])}/{format_ms(p['p95'])}"
 
 
 def _figures(row: stats.Row, first: str, second: str) -> list[Any]:
@@ -60,24 +61,25 @@ def _figures(row: stats.Row, first: str, second: str) -> list[Any]:
             _latency(row, "run"), oldest]
 
 
-HEADERS = ["queue", "task", "ready", "scheduled", "running", "ok 1m/5m/1h",
-           "failed 1m/5m/1h", "retried 1h", "jobs/s", "wait p50 / p95", "run p50 / p95",
-           "oldest ready"]
+HEADERS = ["queue", "task", "ready", "sched", "running", "ok\n1m/5m/1h",
+           "failed\n1m/5m/1h", "retried\n1h", "jobs/s", "wait\np50/p95", "run\np50/p95",
+           "oldest\nready"]
 
 
 def render(snapshot: stats.Snapshot, schema: str) -> str:
     """The dashboard as text."""
-    at = snapshot.at.strftime("%Y-%m-%d %H:%M:%S %Z")
+    at = snapshot.at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     out = [f"pgtaskq stats: schema {schema}, {at} (read in {snapshot.elapsed_ms:.0f} ms)", ""]
     table = [_figures(r, r.queue or "", r.task or "") for r in snapshot.tasks]
     table.append(_figures(snapshot.total, "TOTAL", ""))
     out.append(tabulate(table, HEADERS, disable_numparse=True,
                         colalign=("left", "left") + ("right",) * (len(HEADERS) - 2)))
-    notes = ["windows: 1m/5m/1h = current minute plus 1/5/60 before; latency over 5m"]
+    notes = ["1m/5m/1h: current minute plus 1/5/60 before; jobs/s over 1m; latency over "
+             "5m; sched: run_at in the future"]
     if snapshot.estimated:
         notes.append("~ = estimate from a table sample (jobs table too large to count); "
                      "oldest ready per queue is exact")
-    out.append("  " + "; ".join(notes))
+    out.extend("  " + note for note in notes)
     if snapshot.queues:
         out += ["", "finished per minute, last hour (oldest left):"]
         width = max(len(q.queue or "") for q in snapshot.queues)
@@ -91,8 +93,8 @@ def render(snapshot: stats.Snapshot, schema: str) -> str:
             [[w.id, w.host, w.pid, ",".join(w.queues) if w.queues else "all",
               w.concurrency, w.busy, w.stuck, format_age(w.heartbeat_age) + " ago",
               w.status, f"{w.finished_1m:,}"] for w in snapshot.workers],
-            ["id", "host", "pid", "queues", "concurrency", "busy", "stuck", "heartbeat",
-             "status", "done 1m"], disable_numparse=True))
+            ["id", "host", "pid", "queues", "slots", "busy", "stuck", "heartbeat", "status",
+             "done 1m"], disable_numparse=True))
     else:
         out.append("  no workers registered")
     alive = sum(1 for w in snapshot.workers if w.status == "alive")
@@ -102,7 +104,7 @@ def render(snapshot: stats.Snapshot, schema: str) -> str:
     if snapshot.failures:
         out.append(tabulate(
             [[f.job_id, f.task, f"{f.attempts}/{f.max_attempts}",
-              f.finished_at.strftime("%H:%M:%S"), _short(f.error)]
+              f.finished_at.astimezone(timezone.utc).strftime("%H:%M:%S"), _short(f.error)]
              for f in snapshot.failures],
             ["job", "task", "attempts", "finished", "error"], disable_numparse=True))
     else:

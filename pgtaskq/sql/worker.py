@@ -233,6 +233,7 @@ WITH expired AS MATERIALIZED (
           SELECT queue, task, CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END
           FROM given_up) AS rescued
     GROUP BY queue, task
+    ORDER BY queue, task  -- rescuers of several workers share these rows: one lock order
     ON CONFLICT (minute, queue, task, worker_id) DO UPDATE
     SET failed = s.failed + excluded.failed,
         retried = s.retried + excluded.retried,

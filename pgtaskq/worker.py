@@ -1,8 +1,8 @@
 """The worker process: a main loop that leases jobs and hands them to slot threads.
 
 Life of a worker, top to bottom (``Worker.run``): check the schema, register in the
-workers table, start the completer, slots, heartbeat and rescuer threads, LISTEN, tell
-systemd READY, loop, and on the way out hand back what will not be finished.
+workers table, start the completer, slots, heartbeat, rescuer and pruner threads, LISTEN,
+tell systemd READY, loop, and on the way out hand back what will not be finished.
 
 The main loop (``_loop``/``_iterate``) sleeps in ``select()`` on the LISTEN socket and a
 self-pipe (``Listener``). It wakes on a NOTIFY for a queue it serves, a slot finishing

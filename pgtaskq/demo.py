@@ -2,7 +2,9 @@
 
 Runs on the embedded PostgreSQL in ``./.pgtaskq`` (or on ``$PGTASKQ_DSN`` if set), so it
 needs nothing but Python. It installs the schema, enqueues jobs every way the API offers
-(one at a time, in bulk, delayed, deduplicated) and prints them as ``pgtaskq jobs`` does.
+(one at a time, in bulk, delayed, deduplicated, one that fails once and is retried), prints
+them as ``pgtaskq jobs`` does, then starts a real ``pgtaskq worker`` process, waits for it to
+run them, shows the jobs again and ``pgtaskq stats``, and stops the worker with SIGTERM.
 
 The demo owns its schema, ``pgtaskq_demo`` (``$PGTASKQ_DEMO_SCHEMA`` for tests), and empties
 it at each run so the output is the same every time; it never reads ``$PGTASKQ_SCHEMA``, so
@@ -13,12 +15,19 @@ are defined at module level so a worker can load them: ``pgtaskq worker pgtaskq.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 
-from pgtaskq import TaskQueue, defaults
+from pgtaskq import TaskQueue, current_job, defaults
 from pgtaskq.cli.jobs import jobs_table
 
 DSN = os.environ.get("PGTASKQ_DSN") or f"embedded:{defaults.EMBEDDED_PATH}"
 SCHEMA = os.environ.get("PGTASKQ_DEMO_SCHEMA") or "pgtaskq_demo"
+
+DELAY = 3.0
+FINISHED = ("succeeded", "failed", "cancelled")
 
 tq = TaskQueue(DSN, schema=SCHEMA)
 
@@ -35,6 +44,14 @@ def resize_image(path: str, width: int = 800) -> dict[str, object]:
     return {"path": path, "width": width}
 
 
+@tq.task(name="demo.flaky", max_attempts=3)
+def flaky() -> str:
+    """Fail the first attempt: the worker retries it after a short backoff."""
+    if current_job().attempt == 1:
+        raise ConnectionError("pretend the mail server hung up (attempt 1)")
+    return "worked on attempt 2"
+
+
 def enqueue_demo_jobs() -> list[int]:
     """Enqueue one job of each kind; return their ids in the order they were made."""
     ids = [send_welcome_email.enqueue(1, "ada@example.com")]
@@ -47,15 +64,56 @@ def enqueue_demo_jobs() -> list[int]:
     print(f"enqueued {len(bulk)} image resizes in one statement: jobs {bulk}")
     ids += bulk
 
-    later = send_welcome_email.using(delay=60).enqueue(3, "grace@example.com")
-    print(f"enqueued a welcome email to run in 60 s: job {later}")
+    later = send_welcome_email.using(delay=DELAY).enqueue(3, "grace@example.com")
+    print(f"enqueued a welcome email to run in {DELAY:.0f} s: job {later}")
     ids.append(later)
 
     first = send_welcome_email.using(dedupe_key="welcome:2").enqueue(2, "alan@example.com")
     again = send_welcome_email.using(dedupe_key="welcome:2").enqueue(2, "alan@example.com")
     print(f"enqueued with dedupe_key 'welcome:2' twice: job {first}, then job {again} again")
     ids.append(first)
+
+    ids.append(flaky.enqueue())
+    print(f"enqueued a job that fails once and is retried: job {ids[-1]}")
     return ids
+
+
+def start_worker() -> subprocess.Popen[bytes]:
+    """Start ``pgtaskq worker pgtaskq.demo:tq`` as a real process."""
+    command = [sys.executable, "-m", "pgtaskq", "--dsn", DSN, "--schema", SCHEMA, "worker",
+               "pgtaskq.demo:tq", "--concurrency", "4", "--backoff-base", "1"]
+    print("\n$ pgtaskq worker pgtaskq.demo:tq --concurrency 4   (its log follows)")
+    sys.stdout.flush()
+    return subprocess.Popen(command)
+
+
+def wait_until_finished(worker: subprocess.Popen[bytes], ids: list[int],
+                        timeout: float = 60.0) -> None:
+    """Poll the jobs' statuses until every one has finished (or the worker died)."""
+    deadline = time.monotonic() + timeout
+    while not all(
+        (job := tq.get_job(job_id)) is not None and job.status in FINISHED for job_id in ids
+    ):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("demo: the worker did not finish the jobs")
+        time.sleep(0.2)
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as systemd does: the worker finishes what it runs and exits 0."""
+    if worker.poll() is None:
+        print("\n$ kill -TERM <worker>")
+        sys.stdout.flush()
+        worker.send_signal(signal.SIGTERM)
+    print(f"worker exited with status {worker.wait(60)}")
+
+
+def show_stats() -> None:
+    """What an operator sees: ``pgtaskq stats``."""
+    print("\n$ pgtaskq stats")
+    sys.stdout.flush()
+    subprocess.run([sys.executable, "-m", "pgtaskq", "--dsn", DSN, "--schema", SCHEMA,
+                    "stats"], check=False)
 
 
 def main() -> None:
@@ -66,14 +124,23 @@ def main() -> None:
         tq.uninstall()  # start from an empty demo schema
         before, after = tq.install()
         print(f"installed the pgtaskq schema (version {before} -> {after})")
-        enqueue_demo_jobs()
+        ids = enqueue_demo_jobs()
         print()
         print(jobs_table(tq.list_jobs(limit=20)))
+        worker = start_worker()
+        try:
+            wait_until_finished(worker, ids)
+            print()
+            print(jobs_table(tq.list_jobs(limit=20)))
+            show_stats()
+        finally:
+            stop_worker(worker)
     finally:
         tq.close()
     print(
-        "\nThe jobs stay queued until a worker runs them:\n"
-        f"  pgtaskq --dsn {DSN} --schema {SCHEMA} worker pgtaskq.demo:tq"
+        "\nTry it yourself, in two terminals:\n"
+        f"  pgtaskq --dsn {DSN} --schema {SCHEMA} worker pgtaskq.demo:tq\n"
+        f"  pgtaskq --dsn {DSN} --schema {SCHEMA} enqueue demo.flaky"
     )
 
 

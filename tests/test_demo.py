@@ -23,11 +23,17 @@ def test_demo_runs_twice_with_the_same_jobs(pgtaskq_dsn: str, schema_name: str) 
         tq.close()
     finally:
         TaskQueue(pgtaskq_dsn, schema=schema_name).uninstall()
-    # single + 5 bulk + delayed + deduped (asked twice, created once); fresh each run
-    assert sorted(job.id for job in jobs) == list(range(1, 9))
+    # single + 5 bulk + delayed + deduped (asked twice, created once) + flaky; fresh each run
+    # (the deduplicated insert used up id 9: ON CONFLICT draws from the identity first)
+    assert sorted(job.id for job in jobs) == [*range(1, 9), 10]
     assert {job.task for job in jobs} == {
-        "pgtaskq.demo.send_welcome_email", "demo.resize_image"}
+        "pgtaskq.demo.send_welcome_email", "demo.resize_image", "demo.flaky"}
+    # the demo's worker really ran them all, the flaky one on its second attempt
+    assert {job.status for job in jobs} == {"succeeded"}
+    assert {job.attempts for job in jobs if job.task == "demo.flaky"} == {2}
     for out in outputs:
         assert "then job 8 again" in out
         assert "pgtaskq.demo.send_welcome_email" in out  # the jobs table
+        assert "$ pgtaskq stats" in out and "workers:" in out
+        assert "worker exited with status 0" in out
         assert "worker pgtaskq.demo:tq" in out

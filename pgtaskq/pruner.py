@@ -2,7 +2,9 @@
 
 Retention is per status (``KEEP_SUCCEEDED`` for succeeded jobs, ``KEEP_FAILED`` for failed
 and cancelled ones, which people look at for longer) and for the per-minute rollups
-(``KEEP_STATS``). Every live worker runs it; the statements delete small batches with
+(``KEEP_STATS``); rollup rows older than ten minutes are also folded from one per worker
+into one per (minute, queue, task), which keeps their table small however many workers
+run. Every live worker runs it; the statements delete small batches with
 ``SKIP LOCKED`` (``pgtaskq.sql.history``), so no long transaction or table lock ever
 happens, however large the backlog after retention was shortened. ``pgtaskq purge`` uses
 :func:`purge` for manual runs.
@@ -26,6 +28,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("pgtaskq.worker")
 
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+FOLD_STATS_AFTER = 600.0
+"""Per-worker rollup rows are merged into one per (minute, queue, task) after this long
+(``stats`` shows per-worker figures for the last minute or two only)."""
 
 
 Execute = Callable[[str, dict[str, object]], int]
@@ -64,6 +70,15 @@ def prune_stats(execute: Execute, schema: str, older_than: float, *,
                 keep_going: Callable[[], bool] = lambda: True) -> int:
     """Delete rollup rows older than ``older_than`` seconds; return how many."""
     return _drain(execute, render(schema, history_sql.PRUNE_STATS),
+                  {"older_than": older_than, "limit": limit}, limit, keep_going)
+
+
+def fold_stats(execute: Execute, schema: str, older_than: float, *,
+               limit: int = defaults.PRUNE_BATCH,
+               keep_going: Callable[[], bool] = lambda: True) -> int:
+    """Merge per-worker rollup rows older than ``older_than`` seconds into one row per
+    (minute, queue, task); return how many rows were folded."""
+    return _drain(execute, render(schema, history_sql.FOLD_STATS),
                   {"older_than": older_than, "limit": limit}, limit, keep_going)
 
 
@@ -113,6 +128,8 @@ class Pruner(PeriodicThread):
         if any(deleted.values()):
             log.info("pruned expired history: %s",
                      ", ".join(f"{n} {what}" for what, n in deleted.items() if n))
+        deleted["folded"] = fold_stats(self._execute, self._schema, FOLD_STATS_AFTER,
+                                       limit=self._batch, keep_going=self._keep_going)
         return deleted
 
     def _execute(self, query: str, params: dict[str, object]) -> int:

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from worker_helpers import FAST
 
-from pgtaskq import pruner
+from pgtaskq import pruner, stats
 from pgtaskq.cli import cli
 from pgtaskq.testing import wait_until
 
@@ -52,13 +52,51 @@ def test_pruner_deletes_exactly_the_expired_rows_in_batches(tq, db):
                "FROM unnest(ARRAY[0, 1, 47, 49, 72]) AS h")
     worker = pruner.Pruner(tq.pool, tq.schema, batch=2)  # defaults: 1 day, 7 days, 2 days
     deleted = worker.run_once()
-    assert deleted == {"succeeded": 6, "failed": 3, "cancelled": 3, "stats": 2}
+    assert deleted == {"succeeded": 6, "failed": 3, "cancelled": 3, "stats": 2, "folded": 0}
     assert remaining(db, tq.schema) == expected_left(ids, 24, 168)
     hours = sorted(r[0] for r in db.execute(
         f"SELECT extract(epoch FROM date_trunc('minute', now()) - minute) / 3600 "
         f'FROM "{tq.schema}".stats_minute'))
     assert hours == [0, 1, 47]
-    assert worker.run_once() == {"succeeded": 0, "failed": 0, "cancelled": 0, "stats": 0}
+    assert worker.run_once() == {"succeeded": 0, "failed": 0, "cancelled": 0, "stats": 0,
+                                 "folded": 0}
+
+
+def test_pruner_folds_old_per_worker_rollups_without_changing_the_figures(tq, db):
+    # Both reads must fall in the same minute, or the windows move between them.
+    wait_until(lambda: db.execute("SELECT extract(second FROM clock_timestamp()) < 50")
+               .fetchone()[0], 15, what="the first 50 s of a minute")
+    db.execute(
+        f'INSERT INTO "{tq.schema}".stats_minute (minute, queue, task, worker_id, succeeded, '
+        "failed, retried, wait_ms_histogram, run_ms_histogram) "
+        "SELECT date_trunc('minute', now()) - make_interval(mins => m), 'q', t, w, w, 1, 2, "
+        "array_fill(w, ARRAY[64]), array_fill(10 * w, ARRAY[64]) "
+        "FROM unnest(ARRAY[1, 14, 30]) m, unnest(ARRAY['a', 'b']) t, generate_series(1, 3) w")
+    db.execute(  # a rescuer's row (worker 0, no histograms) for one folded minute
+        f'INSERT INTO "{tq.schema}".stats_minute (minute, queue, task, failed) '
+        "VALUES (date_trunc('minute', now()) - interval '30 minutes', 'q', 'a', 5)")
+    with tq.connect() as conn:
+        before = stats.collect(conn, tq.schema).to_json()
+    deleted = pruner.Pruner(tq.pool, tq.schema, batch=4).run_once()
+    assert deleted["folded"] == 12  # 2 old minutes x 2 tasks x 3 workers
+    rows = db.execute(
+        f"SELECT extract(epoch FROM date_trunc('minute', now()) - minute)::int / 60, task, "
+        f'worker_id, succeeded, failed, retried, wait_ms_histogram[1], run_ms_histogram[64], '
+        f'cardinality(wait_ms_histogram) FROM "{tq.schema}".stats_minute '
+        "ORDER BY 1, 2, 3").fetchall()
+    assert [r for r in rows if r[0] == 1] == [
+        (1, t, w, w, 1, 2, w, 10 * w, 64) for t in "ab" for w in (1, 2, 3)]
+    assert [r for r in rows if r[0] > 1] == [
+        (14, "a", 0, 6, 3, 6, 6, 60, 64), (14, "b", 0, 6, 3, 6, 6, 60, 64),
+        (30, "a", 0, 6, 8, 6, 6, 60, 64), (30, "b", 0, 6, 3, 6, 6, 60, 64)]
+    with tq.connect() as conn:
+        after = stats.collect(conn, tq.schema).to_json()
+
+    def figures(snapshot):  # throughput moves with the clock between the two reads
+        rows = [*snapshot["tasks"], *snapshot["queues"], snapshot["total"]]
+        return [{k: v for k, v in row.items() if k != "throughput_per_s"} for row in rows]
+
+    assert figures(after) == figures(before)
 
 
 def test_worker_prunes_with_its_retention_options(tq, db, worker_process):

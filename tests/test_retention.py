@@ -184,3 +184,10 @@ def test_check_reports_an_open_transaction_pinning_the_xmin_horizon(tq, pgtaskq_
         assert pinned.exit_code == 1 and "FAIL  xmin horizon" in pinned.output
         assert str(pid) in pinned.output or "session" in pinned.output
         holder.rollback()
+
+
+def test_check_with_an_unreachable_database_is_a_one_line_error():
+    result = CliRunner().invoke(cli, ["--dsn", "postgresql://postgres@127.0.0.1:1/x"
+                                      "?connect_timeout=2", "check"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1

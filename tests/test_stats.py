@@ -8,6 +8,7 @@ those. ``--watch`` is driven in a pseudo-terminal and stopped with SIGINT.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pty
@@ -15,6 +16,7 @@ import select
 import signal
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -220,12 +222,19 @@ def _cli_env(dsn, schema):
             "PYTHONPATH": os.pathsep.join([TESTS_DIR, os.environ.get("PYTHONPATH", "")])}
 
 
-def test_watch_redraws_in_a_terminal_until_sigint(tq, pgtaskq_dsn):
+@pytest.mark.parametrize("interrupt", ["SIGINT", "Ctrl-C"])
+def test_watch_redraws_in_a_terminal_until_interrupted(tq, pgtaskq_dsn, interrupt):
     tq.enqueue("a")
     master, slave = pty.openpty()
+
+    def controlling_terminal() -> None:  # in the child: a session whose terminal is the pty
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
     process = subprocess.Popen(
         [sys.executable, "-m", "pgtaskq", "stats", "--watch", "0.2"],
-        stdin=slave, stdout=slave, stderr=slave, env=_cli_env(pgtaskq_dsn, tq.schema))
+        stdin=slave, stdout=slave, stderr=slave, env=_cli_env(pgtaskq_dsn, tq.schema),
+        preexec_fn=controlling_terminal)
     os.close(slave)
     output = b""
 
@@ -240,7 +249,10 @@ def test_watch_redraws_in_a_terminal_until_sigint(tq, pgtaskq_dsn):
     try:
         wait_until(lambda: read_some().count(b"\x1b[H\x1b[2J") >= 2
                    and output.count(b"pgtaskq stats:") >= 2, 20, what="two frames")
-        process.send_signal(signal.SIGINT)
+        if interrupt == "SIGINT":
+            process.send_signal(signal.SIGINT)
+        else:
+            os.write(master, b"\x03")  # the terminal driver turns it into SIGINT
         deadline = time.monotonic() + 10
         while process.poll() is None and time.monotonic() < deadline:
             read_some()

@@ -68,8 +68,10 @@ def load_app(app: str) -> TaskQueue:
 @click.option("--rescue-interval", type=click.FloatRange(min=0, min_open=True),
               default=defaults.RESCUE_INTERVAL, show_default=True,
               help="Seconds between looks for jobs of dead workers.")
-@click.option("--prefetch", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Jobs leased beyond the free slots (they wait for a slot).")
+@click.option("--prefetch", type=click.IntRange(min=0), default=None,
+              show_default="adaptive",
+              help="Jobs leased beyond the free slots (they wait for a slot). Default: as "
+                   "many as start within 50 ms at the recent job duration, up to 4 per slot.")
 @click.option("--backoff-base", type=click.FloatRange(min=0, min_open=True),
               default=defaults.BACKOFF_BASE, show_default=True,
               help="Seconds before the first automatic retry; doubles per attempt.")
@@ -86,7 +88,7 @@ def load_app(app: str) -> TaskQueue:
 def worker_command(ctx: click.Context, cli_context: CliContext, app: str, concurrency: int,
                    queues: tuple[str, ...], poll_interval: float, poll_only: bool,
                    listen_dsn: str | None, grace: float, lease: float,
-                   heartbeat_interval: float, rescue_interval: float, prefetch: int,
+                   heartbeat_interval: float, rescue_interval: float, prefetch: int | None,
                    backoff_base: float, backoff_cap: float, keep_succeeded: float,
                    keep_failed: float, log_level: str) -> None:
     """Run jobs of the TaskQueue APP (module:attribute) until SIGTERM/SIGINT."""

@@ -100,3 +100,28 @@ def test_enqueue_many_with_keys_and_without_returns_the_same_kind_of_ids(
     keyed = tq.enqueue_many("t", [{"args": [n], "dedupe_key": f"k{n}"} for n in range(5)])
     assert all(isinstance(i, int) for i in plain + keyed)
     assert plain == sorted(plain) and keyed == sorted(keyed) and plain[-1] < keyed[0]
+
+
+def test_single_enqueue_survives_deallocate_all(tq: TaskQueue) -> None:
+    """The pooled fast path prepares its statement once per connection; if something
+    dropped it (DEALLOCATE ALL, as a pooler may), it prepares again instead of failing."""
+    first = tq.enqueue("t", args=["é", 1.5], kwargs={"k": None})
+    with tq.connection() as conn:
+        conn.execute("DEALLOCATE ALL")
+    second = tq.enqueue("t", args=["again"])
+    assert second > first
+    job = tq.get_job(first)
+    assert job is not None and (job.args, job.kwargs) == (["é", 1.5], {"k": None})
+
+
+def test_single_enqueue_on_a_missing_schema_says_install(pgtaskq_dsn: str) -> None:
+    import pytest
+
+    from pgtaskq.errors import SchemaNotInstalledError
+
+    bare = TaskQueue(pgtaskq_dsn, schema="pgtaskq_never_installed")
+    try:
+        with pytest.raises(SchemaNotInstalledError, match="pgtaskq install"):
+            bare.enqueue("t")
+    finally:
+        bare.close()

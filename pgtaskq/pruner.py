@@ -34,6 +34,9 @@ FOLD_STATS_AFTER = 600.0
 (``stats`` shows per-worker figures for the last minute or two only)."""
 
 
+BATCH_PAUSE = 0.02
+"""Seconds the workers' pruner waits before each batch (``purge`` does not wait)."""
+
 Execute = Callable[[str, dict[str, object]], int]
 """Runs one pruning statement (autocommit) and returns the count it reports."""
 
@@ -140,4 +143,6 @@ class Pruner(PeriodicThread):
         return int(row[0]) if row else 0
 
     def _keep_going(self) -> bool:
-        return not self.stopping
+        # A short pause before each batch: a backlog of millions of expired rows is worked
+        # off steadily instead of in one burst that competes with the acknowledgements.
+        return not self._stop_event.wait(BATCH_PAUSE)

@@ -287,3 +287,26 @@ def test_stats_user_errors_are_one_line(pgtaskq_dsn, schema_name):
                                       "stats"])
     assert result.exit_code == 1
     assert result.stderr.strip().count("\n") == 0 and "pgtaskq install" in result.stderr
+
+
+def test_watch_survives_a_killed_connection(tq, db, pgtaskq_dsn):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pgtaskq", "stats", "--watch", "0.2", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_cli_env(pgtaskq_dsn, tq.schema))
+    try:
+        assert json.loads(process.stdout.readline())["total"]["ready"] == 0
+        killed = db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s", (f"pgtaskq stats {process.pid}",)).fetchall()
+        assert killed, "the dashboard's session was not found"
+        tq.enqueue("a")
+        # Frames resume on a new connection and see the new job.
+        wait_until(lambda: json.loads(process.stdout.readline())["total"]["ready"] == 1, 10,
+                   what="a frame after the reconnection")
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+    assert b"database unavailable, retrying" in err and b"Traceback" not in err

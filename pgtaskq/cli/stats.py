@@ -10,6 +10,7 @@ exit status 0 on Ctrl-C: stopping the dashboard is not a failure.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from datetime import timezone
@@ -22,11 +23,14 @@ from tabulate import tabulate
 from pgtaskq import stats
 from pgtaskq.cli.context import one_line, pass_queue
 from pgtaskq.duration import format_age, format_ms
+from pgtaskq.errors import DatabaseUnavailableError
 from pgtaskq.queue import TaskQueue
 
 SPARK = "▁▂▃▄▅▆▇█"
 CLEAR = "\x1b[H\x1b[2J"
 ERROR_WIDTH = 70
+APPLICATION_NAME = "pgtaskq stats {pid}"
+"""Shown in pg_stat_activity, so an operator can tell the dashboard's session apart."""
 
 
 def sparkline(values: list[int]) -> str:
@@ -130,14 +134,15 @@ def _short(text: str) -> str:
 def stats_command(tq: TaskQueue, watch: float | None, as_json: bool, queue: str | None,
                   task: str | None, failures: int) -> None:
     """Queue depth, throughput, latency, workers and failures, per queue and task."""
-    conn = tq.connect()
-    try:
-        if watch is None:
+    if watch is None:
+        with _connect(tq) as conn:
             _show(collect(conn, tq, queue, task, failures), tq.schema, as_json, False)
-            return
-        _watch(conn, tq, watch, as_json, queue, task, failures)
-    finally:
-        conn.close()
+        return
+    _watch(tq, watch, as_json, queue, task, failures)
+
+
+def _connect(tq: TaskQueue) -> psycopg.Connection:
+    return tq.connect(application_name=APPLICATION_NAME.format(pid=os.getpid()))
 
 
 def collect(conn: psycopg.Connection, tq: TaskQueue, queue: str | None, task: str | None,
@@ -153,21 +158,28 @@ def _show(snapshot: stats.Snapshot, schema: str, as_json: bool, redraw: bool) ->
     click.echo((CLEAR if redraw else "") + text + ("" if redraw else "\n"))
 
 
-def _watch(conn: psycopg.Connection, tq: TaskQueue, interval: float, as_json: bool,
-           queue: str | None, task: str | None, failures: int) -> None:
+def _watch(tq: TaskQueue, interval: float, as_json: bool, queue: str | None,
+           task: str | None, failures: int) -> None:
     redraw = sys.stdout.isatty() and not as_json
+    conn: psycopg.Connection | None = None
     try:
         while True:
             began = time.monotonic()
             try:
-                if conn.closed:
-                    conn = tq.connect()
+                if conn is None or conn.closed:
+                    conn = _connect(tq)
                 _show(collect(conn, tq, queue, task, failures), tq.schema, as_json, redraw)
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            except (psycopg.OperationalError, psycopg.InterfaceError,
+                    DatabaseUnavailableError) as exc:
+                # A restart or a killed connection: say so and try again next frame.
                 click.echo((CLEAR if redraw else "") +
                            f"database unavailable, retrying every {interval:g}s: "
                            f"{one_line(exc)}", err=not redraw)
-                conn.close()
+                if conn is not None:
+                    conn.close()
             time.sleep(max(0.0, interval - (time.monotonic() - began)))
     except KeyboardInterrupt:
-        conn.close()
+        pass
+    finally:
+        if conn is not None:
+            conn.close()

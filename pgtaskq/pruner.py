@@ -2,7 +2,7 @@
 
 Retention is per status (``KEEP_SUCCEEDED`` for succeeded jobs, ``KEEP_FAILED`` for failed
 and cancelled ones, which people look at for longer) and for the per-minute rollups
-(``KEEP_STATS``); rollup rows older than ten minutes are also folded from one per worker
+(``KEEP_STATS``); rollup rows older than two minutes are also folded from one per worker
 into one per (minute, queue, task), which keeps their table small however many workers
 run. Every live worker runs it; the statements delete small batches with
 ``SKIP LOCKED`` (``pgtaskq.sql.history``), so no long transaction or table lock ever
@@ -29,9 +29,12 @@ log = logging.getLogger("pgtaskq.worker")
 
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
-FOLD_STATS_AFTER = 600.0
-"""Per-worker rollup rows are merged into one per (minute, queue, task) after this long
-(``stats`` shows per-worker figures for the last minute or two only)."""
+FOLD_STATS_AFTER = 120.0
+"""Per-worker rollup rows are merged into one per (minute, queue, task) once their minute
+started longer ago than this: ``stats`` needs per-worker rows only for the current and the
+previous minute ("done 1m"), and every row less makes its 5-minute percentiles cheaper. A
+late write into an already folded minute (a statement stalled for minutes) just creates a
+per-worker row again, folded on the next pass: sums stay right."""
 
 
 BATCH_PAUSE = 0.02

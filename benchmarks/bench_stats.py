@@ -139,6 +139,41 @@ def cli_wall(dsn: str, schema: str, runs: int) -> list[float]:
     return walls
 
 
+def many_workers(dsn: str, runs: int, tasks: int = 50, workers: int = 20) -> None:
+    """``stats`` over rollups of many tasks and workers: the last 3 minutes still one row
+    per worker (as the completers write them), the 2 hours before folded by the pruner."""
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    tq = TaskQueue(dsn, schema=schema)
+    tq.install()
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"""
+                INSERT INTO "{schema}".stats_minute (minute, queue, task, worker_id,
+                    succeeded, wait_ms_histogram, run_ms_histogram)
+                SELECT date_trunc('minute', now()) - make_interval(mins => m),
+                       'q' || (t %% 4), 't' || t, w, 100, array_fill(3, ARRAY[64]),
+                       array_fill(5, ARRAY[64])
+                FROM generate_series(0, 2) m, generate_series(1, %(tasks)s) t,
+                     generate_series(1, %(workers)s) w
+                UNION ALL
+                SELECT date_trunc('minute', now()) - make_interval(mins => m),
+                       'q' || (t %% 4), 't' || t, 0, 2000, array_fill(60, ARRAY[64]),
+                       array_fill(100, ARRAY[64])
+                FROM generate_series(3, 120) m, generate_series(1, %(tasks)s) t""",
+                         {"tasks": tasks, "workers": workers})
+            conn.execute(f'VACUUM ANALYZE "{schema}".stats_minute')
+            timings = []
+            for _ in range(runs):
+                began = time.perf_counter()
+                stats.collect(conn, schema)
+                timings.append((time.perf_counter() - began) * 1000)
+        print(f"  rollups of {tasks} tasks x {workers} workers: stats median "
+              f"{statistics.median(timings):.1f} ms, max {max(timings):.1f} ms")
+    finally:
+        tq.close()
+        tq.uninstall()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dsn", default=os.environ.get("PGTASKQ_BENCH_DSN")
@@ -182,6 +217,7 @@ def main() -> None:
     finally:
         tq.close()
         tq.uninstall()
+    many_workers(options.dsn, options.runs)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ def check(conn: psycopg.Connection, schema: str, *, max_age: float, min_workers:
     """Run every check on the autocommit ``conn``; the schema must be installed."""
 
     def run(template: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        return conn.execute(render(schema, template), params or {}).fetchall()
+        # Not prepared, for the same reason as in pgtaskq.stats: custom plans only.
+        return conn.execute(render(schema, template), params or {}, prepare=False).fetchall()
 
     findings = []
     alive, registered = run(stats_sql.WORKERS_ALIVE, {"lost_after": lost_after})[0]

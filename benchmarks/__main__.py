@@ -46,8 +46,10 @@ def _enqueue(ctx: Context) -> tuple[Table | None, dict]:
     """bench_enqueue.py keeps its own section of RESULTS.md (the Enqueue table)."""
     from benchmarks import bench_enqueue
 
-    quick = ["--rounds", "1", "--seconds", "2", "--jobs", "20000"] if ctx.quick else []
-    if bench_enqueue.main(["--update-results", *quick]) != 0:
+    # A quick look prints its table but leaves the recorded Enqueue section alone.
+    args = ["--rounds", "1", "--seconds", "2", "--jobs", "20000"] if ctx.quick \
+        else ["--update-results"]
+    if bench_enqueue.main(args) != 0:
         raise BenchError("bench_enqueue failed")
     return None, {}
 
@@ -69,6 +71,17 @@ SCENARIOS: dict[str, tuple[str, Callable[[Context], tuple[Table | None, dict]]]]
     "chaos": ("pgtaskq: steady load while workers are SIGKILLed and PostgreSQL restarts",
               _module("benchmarks.bench_soak", "scenario_chaos")),
 }
+
+
+INTRO = """## Worker, peers, scale and chaos (`python -m benchmarks`)
+
+Written by `python -m benchmarks` (or `make bench`): each table below is replaced by the
+run that measured it, and the machine section says which run that was. Every system runs
+the same job body, one `O_APPEND` write of the job's number to a file, and that file
+proves delivery: each table says whether every job ran exactly once. Figures are medians
+of repeated runs on one server in one run; see benchmarks/README.rst for how each is
+taken and `python -m benchmarks --help` for options.
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(server, redis, args.quick, args.repeat or (1 if args.quick else 3),
                   Path(tempfile.mkdtemp(prefix="pgtaskq-bench-")), args.duration)
     names = args.scenario or list(SCENARIOS)
+    if not args.no_write:
+        common.write_section("bench:intro", INTRO)
     failures = 0
     for name in names:
         log(f"scenario {name}: {SCENARIOS[name][0]}")

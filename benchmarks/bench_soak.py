@@ -291,6 +291,7 @@ def _chaos_report(runlog: RunLog, produced: int, history: dict[int, tuple[int, s
     for _, status, _ in history.values():
         statuses[status] += 1
     missing = sum(1 for n in range(produced) if n not in history)
+    rescued = sum(1 for _, _, attempts in history.values() if attempts > 1)
     never_ran = sum(1 for n in range(produced) if n not in ids_by_n)
     double_enqueued = sum(1 for ids in ids_by_n.values() if len(ids) > 1)
     ok = (missing == 0 and never_ran == 0 and statuses.get("succeeded", 0) == produced
@@ -306,6 +307,7 @@ def _chaos_report(runlog: RunLog, produced: int, history: dict[int, tuple[int, s
         ["failed or cancelled", statuses.get("failed", 0) + statuses.get("cancelled", 0)],
         ["missing (never finished)", missing],
         ["never ran", never_ran],
+        ["leased by a killed worker, finished by another (attempts > 1)", rescued],
         ["ran twice: first run's worker was SIGKILLed (at-least-once)", twice_killed],
         ["ran twice otherwise", twice_unexplained],
         ["enqueued twice (producer retry after a lost commit)", double_enqueued],
@@ -317,5 +319,6 @@ def _chaos_report(runlog: RunLog, produced: int, history: dict[int, tuple[int, s
                        + "` on an embedded PostgreSQL restarted with `pg_ctl restart -m fast`")
     return table, {"produced": produced, "killed": len(killed), "restarts": restarts,
                    "statuses": dict(statuses), "missing": missing, "never_ran": never_ran,
+                   "rescued": rescued,
                    "twice_killed": twice_killed, "twice_unexplained": twice_unexplained,
                    "double_enqueued": double_enqueued, "ok": ok}

@@ -20,7 +20,7 @@ def throughput_chart(raw: dict[str, Any], path: Path) -> bool:
     drain = {k: v for k, v in raw.get("drain", {}).items() if isinstance(v, dict)}
     if not drain:
         return False
-    names = list(drain)
+    names = sorted(drain, key=lambda n: -drain[n]["median"])
     rates = [drain[n]["median"] for n in names]
     colors = ["#2b6cb0" if n == "pgtaskq" else "#a0aec0" for n in names]
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.6), dpi=110)

@@ -74,3 +74,16 @@ def test_error_summary_takes_the_exception_line_of_a_traceback():
     assert error_summary(tb) == "RuntimeError: boom"
     assert error_summary("lease expired: worker 3\nmore") == "lease expired: worker 3"
     assert error_summary(None) == ""
+
+
+def test_retention_options_are_validated():
+    from click.testing import CliRunner
+
+    from pgtaskq import ConfigurationError, TaskQueue, Worker
+    from pgtaskq.cli import cli
+
+    with pytest.raises(ConfigurationError, match="keep_failed"):
+        Worker(TaskQueue("postgresql://nowhere/x"), keep_failed=0)
+    result = CliRunner().invoke(cli, ["--dsn", "postgresql://nowhere/x", "worker", "m:tq",
+                                      "--keep-succeeded", "soon"])
+    assert result.exit_code == 2 and "invalid duration 'soon'" in result.output

@@ -366,16 +366,20 @@ def run(dsn: str, *, rounds: int, seconds: float, jobs: int, batch: int,
 
 
 def table_rows(results: list[Result]) -> list[list[Any]]:
-    """Rows for the table: each figure with its spread and its ratios."""
+    """Rows for the table: each figure with its spread and its ratios.
+
+    Ratios are paired: figure / reference within each round (both measured within a minute
+    of each other), then the median of those. Load on a shared machine drifts over minutes,
+    so this is steadier than dividing two medians taken over the whole run.
+    """
     by_key = {(r["system"], r["figure"]): r for r in results}
     pgtaskq_ref = {
-        kind: next((r["median"] for r in results
-                    if r["system"] == "pgtaskq" and r["kind"] == kind), None)
+        kind: next((r for r in results if r["system"] == "pgtaskq" and r["kind"] == kind), None)
         for kind in ("single", "bulk")
     }
     ceiling_ref = {
-        "single": by_key.get(("pgbench", PGBENCH_SCRIPTS[SINGLE_CEILING][0]), {}).get("median"),
-        "bulk": by_key.get(("pgbench", PGBENCH_SCRIPTS[BULK_CEILING][0]), {}).get("median"),
+        "single": by_key.get(("pgbench", PGBENCH_SCRIPTS[SINGLE_CEILING][0])),
+        "bulk": by_key.get(("pgbench", PGBENCH_SCRIPTS[BULK_CEILING][0])),
     }
     rows = []
     for r in results:
@@ -383,8 +387,8 @@ def table_rows(results: list[Result]) -> list[list[Any]]:
         rows.append([
             r["system"], r["figure"], f"{r['median']:,.0f}",
             f"{low:,.0f}-{high:,.0f}",
-            _ratio(r["median"], pgtaskq_ref[r["kind"]]),
-            _ratio(r["median"], ceiling_ref[r["kind"]]),
+            _ratio(r, pgtaskq_ref[r["kind"]]),
+            _ratio(r, ceiling_ref[r["kind"]]),
         ])
     return rows
 
@@ -392,8 +396,17 @@ def table_rows(results: list[Result]) -> list[list[Any]]:
 HEADERS = ["system", "figure", "jobs/s (median)", "min-max", "vs pgtaskq", "vs ceiling"]
 
 
-def _ratio(value: float, reference: float | None) -> str:
-    return f"{value / reference:.2f}x" if reference else "-"
+def paired_ratio(result: Result, reference: Result | None) -> float | None:
+    """Median over rounds of result / reference measured in the same round."""
+    if not reference:
+        return None
+    pairs = [a / b for a, b in zip(result["samples"], reference["samples"], strict=True) if b]
+    return statistics.median(pairs) if pairs else None
+
+
+def _ratio(result: Result, reference: Result | None) -> str:
+    value = paired_ratio(result, reference)
+    return "-" if value is None else f"{value:.2f}x"
 
 
 def render(results: list[Result], fmt: str = "simple") -> str:
@@ -411,6 +424,7 @@ def results_block(results: list[Result], info: dict[str, str], argv: Sequence[st
         "",
         render(results, "github"),
         "",
+        "Ratios are paired (figure / reference in the same round, median over rounds). "
         "vs ceiling: single figures against pgbench's INSERT + pg_notify transaction (default, "
         "simple protocol), bulk figures against pgbench's 100-row INSERTs (rows/s).",
     ]
@@ -443,6 +457,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--update-results", action="store_true",
                         help="write the table into benchmarks/RESULTS.md")
     parser.add_argument("--json", type=Path, help="also save the raw samples here")
+    parser.add_argument("--from-json", type=Path,
+                        help="do not measure: print (and with --update-results, record) the "
+                        "table of a run saved with --json")
     parser.add_argument(
         "--async-commit", action="store_true",
         help="diagnostic: synchronous_commit=off for every connection of the run (through "
@@ -455,6 +472,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        print(render(saved["results"]))
+        if args.update_results:
+            update_results(results_block(saved["results"], saved["machine"],
+                                         saved.get("argv", argv)))
+        return 0
     if args.async_commit:
         os.environ["PGOPTIONS"] = (
             os.environ.get("PGOPTIONS", "") + " -c synchronous_commit=off"
@@ -466,7 +490,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                   batch=args.batch, systems=args.only or ("pgtaskq", "pgqueuer", "pgbench"))
     print(render(results))
     if args.json:
-        args.json.write_text(json.dumps({"machine": info, "results": results}, indent=1))
+        args.json.write_text(
+            json.dumps({"machine": info, "argv": argv, "results": results}, indent=1)
+        )
     if args.update_results:
         update_results(results_block(results, info, argv))
         log(f"updated {RESULTS_MD}")

@@ -58,8 +58,13 @@ COMPLETER_FLUSH_INTERVAL = 0.005
 COMPLETER_BATCH_SIZE = 200
 """Most outcomes written by one statement."""
 
-WORKER_LOST_AFTER = 3 * HEARTBEAT_INTERVAL
-"""A worker whose registry row was not refreshed for this long is shown as lost."""
+WORKER_LOST_AFTER_BEATS = 3
+"""A worker whose registry row was not refreshed for this many of its own heartbeat
+intervals (30 s with the default interval) is shown as lost and not counted alive by
+``pgtaskq check``."""
+
+WORKER_LOST_AFTER_MIN = 2.0
+"""Shortest silence that makes a worker lost, whatever its heartbeat interval."""
 
 KEEP_SUCCEEDED = 24 * 3600.0
 """How long succeeded jobs stay in the history before workers prune them."""

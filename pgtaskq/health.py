@@ -47,8 +47,7 @@ class Report:
 
 
 def check(conn: psycopg.Connection, schema: str, *, max_age: float, min_workers: int = 1,
-          max_xact_age: float | None = None,
-          lost_after: float = defaults.WORKER_LOST_AFTER) -> Report:
+          max_xact_age: float | None = None) -> Report:
     """Run every check on the autocommit ``conn``; the schema must be installed."""
 
     def run(template: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
@@ -56,11 +55,14 @@ def check(conn: psycopg.Connection, schema: str, *, max_age: float, min_workers:
         return conn.execute(render(schema, template), params or {}, prepare=False).fetchall()
 
     findings = []
-    alive, registered = run(stats_sql.WORKERS_ALIVE, {"lost_after": lost_after})[0]
+    alive, registered = run(stats_sql.WORKERS_ALIVE, {
+        "lost_beats": defaults.WORKER_LOST_AFTER_BEATS,
+        "lost_min": defaults.WORKER_LOST_AFTER_MIN})[0]
     findings.append(Finding(
         "workers", alive >= min_workers,
-        f"{alive} alive, {registered - alive} lost (no heartbeat for "
-        f"{format_age(lost_after)}); at least {min_workers} required",
+        f"{alive} alive, {registered - alive} lost (silent for "
+        f"{defaults.WORKER_LOST_AFTER_BEATS} heartbeat intervals); at least {min_workers} "
+        "required",
         data={"alive": alive, "lost": registered - alive}))
 
     now = run("SELECT now()")[0][0]

@@ -172,8 +172,7 @@ class Snapshot:
 
 
 def collect(conn: psycopg.Connection, schema: str, *, queue: str | None = None,
-            task: str | None = None, failures: int = 10,
-            lost_after: float = defaults.WORKER_LOST_AFTER) -> Snapshot:
+            task: str | None = None, failures: int = 10) -> Snapshot:
     """Read a :class:`Snapshot` on ``conn`` (autocommit: no transaction stays open)."""
     began = time.perf_counter()
 
@@ -186,7 +185,8 @@ def collect(conn: psycopg.Connection, schema: str, *, queue: str | None = None,
     now, minute, pages, reltuples, relpages = run(stats_sql.CLOCK,
                                                   {"jobs": f'"{schema}".jobs'})[0]
     params = {"now": now, "minute": minute, "queue": queue, "task": task,
-              "limit": failures}
+              "limit": failures, "lost_beats": defaults.WORKER_LOST_AFTER_BEATS,
+              "lost_min": defaults.WORKER_LOST_AFTER_MIN}
     rows: dict[tuple[str, str], Row] = {}
 
     def row(key: tuple[str, str]) -> Row:
@@ -260,8 +260,7 @@ def collect(conn: psycopg.Connection, schema: str, *, queue: str | None = None,
     workers = [
         WorkerInfo(id=w[0], host=w[1], pid=w[2], queues=w[3], concurrency=w[4], busy=w[5],
                    stuck=w[6], started_at=w[7], heartbeat_age=max(0.0, w[10]),
-                   status="stopped" if w[9] is not None
-                   else ("lost" if w[10] > lost_after else "alive"),
+                   status="stopped" if w[9] is not None else ("lost" if w[11] else "alive"),
                    finished_1m=int(by_worker.get(w[0], 0)))
         for w in run(stats_sql.WORKERS, params)
     ]

@@ -243,6 +243,7 @@ class Worker:
             row = conn.execute(render(schema, worker_sql.REGISTER_WORKER), {
                 "host": socket.gethostname(), "pid": os.getpid(), "queues": self.queues,
                 "concurrency": self.concurrency, "version": __version__,
+                "heartbeat_interval": self.heartbeat_interval,
             }).fetchone()
         assert row is not None
         self.worker_id = worker_id = int(row[0])

@@ -310,3 +310,18 @@ def test_watch_survives_a_killed_connection(tq, db, pgtaskq_dsn):
             process.kill()
     assert process.returncode == 0
     assert b"database unavailable, retrying" in err and b"Traceback" not in err
+
+
+def test_a_worker_is_lost_after_three_of_its_own_heartbeat_intervals(tq, db, pgtaskq_dsn):
+    db.execute(
+        f'INSERT INTO "{tq.schema}".workers (host, pid, concurrency, pgtaskq_version, '
+        "heartbeat_interval, last_heartbeat_at) VALUES "
+        "('slow', 1, 1, 'x', 60, now() - interval '100 seconds'), "
+        "('gone', 2, 1, 'x', 60, now() - interval '200 seconds'), "
+        "('fast', 3, 1, 'x', 0.3, now() - interval '3 seconds')")
+    statuses = {w["host"]: w["status"] for w in stats_json(pgtaskq_dsn, tq.schema)["workers"]}
+    assert statuses == {"slow": "alive", "gone": "lost", "fast": "lost"}
+    result = CliRunner().invoke(cli, ["--dsn", pgtaskq_dsn, "--schema", tq.schema, "check",
+                                      "--json"])
+    workers = next(c for c in json.loads(result.output)["checks"] if c["name"] == "workers")
+    assert (workers["alive"], workers["lost"]) == (1, 2) and result.exit_code == 0

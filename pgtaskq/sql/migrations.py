@@ -116,7 +116,8 @@ CREATE TABLE {schema}.workers (
     started_at timestamptz NOT NULL DEFAULT now(),
     last_heartbeat_at timestamptz NOT NULL DEFAULT now(),
     stopped_at timestamptz,
-    pgtaskq_version text NOT NULL
+    pgtaskq_version text NOT NULL,
+    heartbeat_interval double precision NOT NULL DEFAULT 10
 ) WITH (fillfactor = 50);
 
 CREATE TABLE {schema}.schedules (

@@ -131,10 +131,15 @@ WHERE minute >= %(minute)s - interval '1 minute'
 GROUP BY worker_id
 """
 
+LOST = """last_heartbeat_at < now() - make_interval(
+    secs => greatest(%(lost_beats)s * heartbeat_interval, %(lost_min)s::double precision))"""
+"""A worker silent for ``lost_beats`` of its own heartbeat intervals (``defaults``)."""
+
 WORKERS = """
 SELECT id, host, pid, queues, concurrency, busy_slots, stuck_slots, started_at,
        last_heartbeat_at, stopped_at,
-       extract(epoch FROM %(now)s - last_heartbeat_at)::double precision
+       extract(epoch FROM %(now)s - last_heartbeat_at)::double precision,
+       """ + LOST + """
 FROM {schema}.workers
 WHERE stopped_at IS NULL OR stopped_at > %(now)s - interval '1 hour'
 ORDER BY stopped_at IS NOT NULL, id
@@ -152,9 +157,7 @@ LIMIT %(limit)s
 """Newest failures of the last day, backwards along ``job_history_status_finished``."""
 
 WORKERS_ALIVE = """
-SELECT count(*) FILTER (WHERE last_heartbeat_at > now() - make_interval(
-                            secs => %(lost_after)s::double precision)),
-       count(*)
+SELECT count(*) FILTER (WHERE NOT """ + LOST + """), count(*)
 FROM {schema}.workers WHERE stopped_at IS NULL
 """
 

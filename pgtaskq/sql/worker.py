@@ -272,10 +272,14 @@ charging the attempt. ``delay`` keeps them from starting elsewhere while this pr
 whose threads may still be inside them, exits."""
 
 REGISTER_WORKER = """
-INSERT INTO {schema}.workers (host, pid, queues, concurrency, pgtaskq_version)
-VALUES (%(host)s, %(pid)s, %(queues)s::text[], %(concurrency)s, %(version)s)
+INSERT INTO {schema}.workers (host, pid, queues, concurrency, pgtaskq_version,
+                              heartbeat_interval)
+VALUES (%(host)s, %(pid)s, %(queues)s::text[], %(concurrency)s, %(version)s,
+        %(heartbeat_interval)s)
 RETURNING id
 """
+"""``heartbeat_interval`` lets ``stats`` and ``check`` tell a lost worker from one that
+simply beats slowly (``--heartbeat-interval 30``)."""
 
 WORKER_STOPPED = """
 UPDATE {schema}.workers SET stopped_at = now(), busy_slots = 0, last_heartbeat_at = now()

@@ -34,6 +34,8 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
+import psycopg
+
 from pgtaskq import defaults, embedded, systemd
 from pgtaskq._version import __version__
 from pgtaskq.completer import Completer, Outcome
@@ -474,7 +476,10 @@ class Worker:
                   "lease": self.lease, "queues": self.queues}
         try:
             with self._pool.connection(timeout=5) as conn:
-                rows = conn.execute(render(self.tq.schema, template), params).fetchall()
+                if self.queues is None or len(self.queues) == 1:
+                    rows = _claim_in_index_order(conn, render(self.tq.schema, template), params)
+                else:
+                    rows = conn.execute(render(self.tq.schema, template), params).fetchall()
         except Exception as exc:
             self._claim_failures += 1
             pause = min(CLAIM_ERROR_BACKOFF_MAX, 0.1 * 2**self._claim_failures)
@@ -594,6 +599,33 @@ class Worker:
                 log.warning("job %d (%s) exceeded its timeout of %ss; its cancel event is "
                             "set and the attempt will count as failed. Its slot stays busy "
                             "until the function returns", job.id, job.task, job.timeout)
+
+
+INDEX_ORDER_ONLY = ("SELECT set_config('enable_sort', 'off', true), "
+                    "set_config('enable_bitmapscan', 'off', true)")
+
+
+def _claim_in_index_order(conn: psycopg.Connection, claim: str,
+                          params: dict[str, Any]) -> list[Any]:
+    """Run the claim so that its plan walks the ready index in claim order, whatever the
+    statistics say; one round trip (a pipeline: BEGIN, SET LOCAL, claim, COMMIT).
+
+    The planner picks the claim's plan from the table's statistics, and a queue's are
+    often stale: right after a burst of enqueues into a quiet table (autovacuum analyzes
+    within a minute or so), it estimates a handful of runnable rows and prefers a bitmap
+    scan of ALL of them plus a sort to walking the index until ``limit`` rows are locked.
+    With 1,000,000 jobs bulk-enqueued and not yet analyzed, each such claim took ~1 s: the
+    first 1,000 jobs ran at 60 jobs/s. Sorts and bitmap scans are only switched off for the
+    claim's own transaction (``SET LOCAL``, so it also works behind PgBouncer), and only
+    when one index (``jobs_ready``, or ``jobs_ready_by_queue`` for a single queue) gives
+    the claim order; a worker serving several queues keeps the planner's choice.
+    """
+    with conn.pipeline():
+        conn.execute("BEGIN")
+        conn.execute(INDEX_ORDER_ONLY)
+        cursor = conn.execute(claim, params)
+        conn.execute("COMMIT")
+    return cursor.fetchall()
 
 
 def utcnow() -> datetime:

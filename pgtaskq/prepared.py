@@ -78,6 +78,8 @@ def _text(value: object) -> bytes | None:
     if value is None:
         return None
     if isinstance(value, str):
+        if "\x00" in value:  # libpq would cut the value there; psycopg refuses it too
+            raise ValueError("PostgreSQL text cannot contain NUL (0x00) characters")
         return value.encode()
     if isinstance(value, datetime):
         return value.isoformat().encode()

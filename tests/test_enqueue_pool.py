@@ -125,3 +125,36 @@ def test_single_enqueue_on_a_missing_schema_says_install(pgtaskq_dsn: str) -> No
             bare.enqueue("t")
     finally:
         bare.close()
+
+
+def test_threads_enqueue_concurrently_through_the_pool(
+    tq: TaskQueue, db: psycopg.Connection
+) -> None:
+    """Web servers enqueue from many threads: each borrow gets its own connection, the
+    statement is prepared once per connection, and every job is written exactly once."""
+    import threading
+
+    ids: list[int] = []
+    lock = threading.Lock()
+
+    def produce(worker: int) -> None:
+        for n in range(50):
+            job_id = tq.enqueue("t", args=[worker, n])
+            with lock:
+                ids.append(job_id)
+
+    threads = [threading.Thread(target=produce, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(ids) == len(set(ids)) == 400
+    rows = db.execute(f'SELECT count(*), count(DISTINCT args) FROM "{tq.schema}".jobs')
+    assert rows.fetchone() == (400, 400)
+
+
+def test_a_nul_in_a_task_name_is_refused_not_truncated(tq: TaskQueue) -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="NUL"):
+        tq.enqueue("t\x00rest")

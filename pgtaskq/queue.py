@@ -70,7 +70,9 @@ class TaskQueue:
         self._pool_min_size = pool_min_size
         self._pool_max_size = pool_max_size
         self._pool: ConnectionPool | None = None
+        self._pool_pid = os.getpid()
         self._pool_lock = threading.Lock()
+        self._inherited_pools: list[ConnectionPool] = []
         self._liveness = LivenessCheck()
         self._prepared: dict[str, PreparedStatement] = {}
         self._conninfo: str | None = None
@@ -122,7 +124,9 @@ class TaskQueue:
 
     @property
     def pool(self) -> ConnectionPool:
-        """The queue's own connection pool, opened on first use."""
+        """The queue's own connection pool, opened on first use (and anew after a fork)."""
+        if self._pool_pid != os.getpid():
+            self._forget_inherited_pool()
         if self._pool is None:
             with self._pool_lock:
                 if self._pool is None:
@@ -139,6 +143,22 @@ class TaskQueue:
                         liveness=self._liveness,
                     )
         return self._pool
+
+    def _forget_inherited_pool(self) -> None:
+        """In a forked child (gunicorn ``--preload``), never use the parent's pool.
+
+        Its connections' sockets are shared with the parent: two processes talking on one
+        PostgreSQL session corrupt it. The child opens a pool of its own. The inherited pool
+        is kept referenced, never closed: closing would send a Terminate on the parent's
+        sockets (psycopg already skips that when a connection is garbage collected in a
+        child, but an explicit close would not).
+        """
+        if self._pool is not None:
+            self._inherited_pools.append(self._pool)
+        self._pool = None
+        self._prepared = {}
+        self._pool_lock = threading.Lock()  # the parent's may have been held at fork time
+        self._pool_pid = os.getpid()
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
@@ -298,6 +318,15 @@ class TaskQueue:
         self.job_middlewares.append(middleware)
         return middleware
 
+    def connection_for_enqueue(self, conn: Any = None) -> Any:
+        """The connection an enqueue without ``conn=`` writes on; None means our own pool.
+
+        Integrations override it to join the current request's transaction (Django's
+        ``connections[alias]``, a Flask request's connection), so every enqueue option
+        passes through ``enqueue``/``enqueue_many`` unchanged.
+        """
+        return conn
+
     # -- enqueue ------------------------------------------------------------------------
 
     def _task_defaults(self, task_name: str) -> tuple[str, int, int]:
@@ -369,6 +398,7 @@ class TaskQueue:
         transaction: nothing exists until the caller commits. A task name no worker knows
         is accepted: the job waits, queued, until a worker that has the task runs.
         """
+        conn = self.connection_for_enqueue(conn)
         params = self._job_params(
             task_name, args, kwargs, queue, priority, run_at, delay, dedupe_key, max_attempts
         )
@@ -406,6 +436,7 @@ class TaskQueue:
         columns = options.many_job_columns(jobs)
         if not jobs:
             return []
+        conn = self.connection_for_enqueue(conn)
         params = {
             "channel": self.channel,
             "task": task_name,

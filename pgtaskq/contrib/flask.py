@@ -30,7 +30,7 @@ configuration; the worker runs every job inside an application context of the ap
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -118,25 +118,6 @@ class PgTaskQ(TaskQueue):
         if conn is not None or self.connection_getter is None or not has_request_context():
             return conn
         return self.connection_getter()
-
-    def enqueue(
-        self,
-        task_name: str,
-        args: Sequence[Any] | None = None,
-        kwargs: Mapping[str, Any] | None = None,
-        *,
-        conn: Any = None,
-        **options: Any,
-    ) -> int:
-        # Options pass through untouched, so new enqueue options need no change here.
-        return super().enqueue(
-            task_name, args, kwargs, conn=self.connection_for_enqueue(conn), **options
-        )
-
-    def enqueue_many(
-        self, task_name: str, jobs: Sequence[Mapping[str, Any]], *, conn: Any = None
-    ) -> list[int]:
-        return super().enqueue_many(task_name, jobs, conn=self.connection_for_enqueue(conn))
 
 
 def get_queue(app: Flask | None = None) -> PgTaskQ:

@@ -26,7 +26,7 @@ import functools
 import json
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -193,25 +193,6 @@ class DjangoTaskQueue(TaskQueue):
             if values[name] is not None:
                 values[name] = json.loads(values[name])
         return Job(**values)
-
-    def enqueue(
-        self,
-        task_name: str,
-        args: Sequence[Any] | None = None,
-        kwargs: Mapping[str, Any] | None = None,
-        *,
-        conn: Any = None,
-        **options: Any,
-    ) -> int:
-        # Options pass through untouched, so new enqueue options need no change here.
-        return super().enqueue(
-            task_name, args, kwargs, conn=self.connection_for_enqueue(conn), **options
-        )
-
-    def enqueue_many(
-        self, task_name: str, jobs: Sequence[Mapping[str, Any]], *, conn: Any = None
-    ) -> list[int]:
-        return super().enqueue_many(task_name, jobs, conn=self.connection_for_enqueue(conn))
 
 
 _JOB_FIELDS = [field.name for field in dataclasses.fields(Job)]

@@ -89,16 +89,27 @@ def _watch(procs: list[Proc], runlog: RunLog, target: int, timeout: float,
 
 def drain(system: System, jobs: int, workdir: Path, *, processes: int = 1,
           concurrency: int = 8, windows: dict[str, tuple[int, int]] | None = None,
-          rss_every: float | None = None, enqueued: bool = False) -> DrainResult:
-    """Drain ``jobs`` pre-enqueued jobs; see the module docstring for the clock."""
+          rss_every: float | None = None, enqueued: bool = False,
+          workers_first: bool = False) -> DrainResult:
+    """Drain ``jobs`` pre-enqueued jobs; see the module docstring for the clock.
+
+    ``workers_first``: start the workers on an empty queue, wait until all are ready,
+    then enqueue every job in one statement, so that several processes start together
+    instead of the first one up draining alone while the others import.
+    """
     numbers = list(range(jobs))
+    runlog = RunLog(workdir, f"{system.name}-drain")
     if not enqueued:
         system.reset()
+    if not enqueued and not workers_first:
         t = time.monotonic()
         system.enqueue_bulk(numbers)
         log(f"{system.name}: {jobs:,} jobs enqueued in {time.monotonic() - t:.1f}s")
-    runlog = RunLog(workdir, f"{system.name}-drain")
     procs = system.start_workers(runlog.env, processes, concurrency)
+    if workers_first:
+        common.wait_until(lambda: all("ready" in p.output() or not p.alive() for p in procs),
+                          120, "every worker ready", interval=0.05)
+        system.enqueue_bulk(numbers, chunk=jobs)
     try:
         samples = _watch(procs, runlog, jobs, timeout=60 + jobs / 50, rss_every=rss_every)
         if system.postgres:
@@ -357,14 +368,15 @@ def scenario_processes(ctx: Context) -> tuple[Table, dict]:
 
     jobs = 10_000 if ctx.quick else 50_000
     raw: dict[str, Any] = {}
-    table = Table(f"pgtaskq: worker processes on one server ({jobs:,} jobs, concurrency 8 "
-                  f"each, jobs/s, median of {ctx.repeat})",
+    table = Table(f"pgtaskq: worker processes on one server ({jobs:,} jobs enqueued in one "
+                  f"statement once all workers are ready, concurrency 8 each, jobs/s, median "
+                  f"of {ctx.repeat})",
                   ["processes", "jobs/s", "runs", "ratio to 1 process", "exactly once"])
     system = Pgtaskq(ctx.server)
     try:
         for processes in (1, 2, 4, 8, 16):
-            results = [drain(system, jobs, ctx.workdir, processes=processes)
-                       for _ in range(ctx.repeat)]
+            results = [drain(system, jobs, ctx.workdir, processes=processes,
+                             workers_first=True) for _ in range(ctx.repeat)]
             rates = [r.rate for r in results]
             log(f"processes {processes}: {rates}")
             raw[str(processes)] = {"rates": rates, "median": common.median(rates),

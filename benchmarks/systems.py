@@ -36,7 +36,8 @@ class System:
     def reset(self) -> None:
         """An empty queue, schema installed."""
 
-    def enqueue_bulk(self, numbers: Sequence[int]) -> None:
+    def enqueue_bulk(self, numbers: Sequence[int], chunk: int = CHUNK) -> None:
+        """Enqueue one job per number with the library's bulk API, ``chunk`` per call."""
         raise NotImplementedError
 
     def enqueue_one(self, n: int) -> None:
@@ -75,10 +76,10 @@ class Pgtaskq(System):
             conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
         self.tq.install()
 
-    def enqueue_bulk(self, numbers: Sequence[int]) -> None:
-        for i in range(0, len(numbers), CHUNK):
+    def enqueue_bulk(self, numbers: Sequence[int], chunk: int = CHUNK) -> None:
+        for i in range(0, len(numbers), chunk):
             self.tq.enqueue_many("bench.record",
-                                 [{"args": [n]} for n in numbers[i:i + CHUNK]])
+                                 [{"args": [n]} for n in numbers[i:i + chunk]])
 
     def enqueue_one(self, n: int) -> None:
         self.tq.enqueue("bench.record", args=[n])
@@ -129,10 +130,10 @@ class Pgqueuer(System):
             self._run(queries.uninstall())
         self._run(queries.install())
 
-    def enqueue_bulk(self, numbers: Sequence[int]) -> None:
+    def enqueue_bulk(self, numbers: Sequence[int], chunk: int = CHUNK) -> None:
         queries = self._connect()
-        for i in range(0, len(numbers), CHUNK):
-            part = numbers[i:i + CHUNK]
+        for i in range(0, len(numbers), chunk):
+            part = numbers[i:i + chunk]
             self._run(queries.enqueue(["record"] * len(part), [str(n).encode() for n in part],
                                       [0] * len(part)))
 
@@ -182,10 +183,10 @@ class Procrastinate(System):
         self._ensure_open()
         self.app.schema_manager.apply_schema()
 
-    def enqueue_bulk(self, numbers: Sequence[int]) -> None:
+    def enqueue_bulk(self, numbers: Sequence[int], chunk: int = CHUNK) -> None:
         self._ensure_open()
-        for i in range(0, len(numbers), CHUNK):
-            self.task.batch_defer(*({"n": n} for n in numbers[i:i + CHUNK]))
+        for i in range(0, len(numbers), chunk):
+            self.task.batch_defer(*({"n": n} for n in numbers[i:i + chunk]))
 
     def enqueue_one(self, n: int) -> None:
         self.task.defer(n=n)
@@ -241,7 +242,7 @@ class Celery(RedisSystem):
 
         self.task = celery_app.record
 
-    def enqueue_bulk(self, numbers: Sequence[int]) -> None:
+    def enqueue_bulk(self, numbers: Sequence[int], chunk: int = CHUNK) -> None:
         # Celery has no bulk send; one apply_async per job over one connection.
         for n in numbers:
             self.task.delay(n)
@@ -275,7 +276,7 @@ class Rq(RedisSystem):
         self.queue = Queue("bench", connection=self.redis)
         self.func = rq_app.record
 
-    def enqueue_bulk(self, numbers: Sequence[int]) -> None:
+    def enqueue_bulk(self, numbers: Sequence[int], chunk: int = CHUNK) -> None:
         from rq import Queue
 
         for i in range(0, len(numbers), 1000):
@@ -305,7 +306,7 @@ class Dramatiq(RedisSystem):
 
         self.actor = dramatiq_app.record
 
-    def enqueue_bulk(self, numbers: Sequence[int]) -> None:
+    def enqueue_bulk(self, numbers: Sequence[int], chunk: int = CHUNK) -> None:
         for n in numbers:
             self.actor.send(n)
 
@@ -333,7 +334,7 @@ class Huey(RedisSystem):
 
         self.task = huey_app.record
 
-    def enqueue_bulk(self, numbers: Sequence[int]) -> None:
+    def enqueue_bulk(self, numbers: Sequence[int], chunk: int = CHUNK) -> None:
         for n in numbers:
             self.task(n)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         log(f"scenario {name}: {SCENARIOS[name][0]}")
         started = time.monotonic()
+        when = (f"measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, load "
+                f"average {os.getloadavg()[0]:.2f} at the start")
         try:
             table, raw = SCENARIOS[name][1](ctx)
         except BenchError as exc:
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             table, raw = Table(f"{name}: failed", ["error"], [[str(exc).splitlines()[0]]]), {}
         if table is None:  # the scenario wrote its own section
             continue
-        table.notes.append(f"took {time.monotonic() - started:.0f} s"
+        table.notes.append(f"{when}; took {time.monotonic() - started:.0f} s"
                            + (" (--quick)" if args.quick else ""))
         print(table.text(), flush=True)
         if not args.no_write:

@@ -154,8 +154,16 @@ ORDER BY id DESC LIMIT %(limit)s
 """
 
 CANCEL = """
-WITH queued AS (
-    DELETE FROM {schema}.jobs WHERE id = %(id)s AND status = 'queued' RETURNING *
+WITH target AS MATERIALIZED (
+    -- lock first: a claim (or an acknowledgement) committed while we waited is seen here
+    -- in the row's current state, which the statement's snapshot would still show as it
+    -- was (queued, or running), so neither branch below would match and a live job would
+    -- be reported as finished
+    SELECT id, status FROM {schema}.jobs WHERE id = %(id)s FOR UPDATE
+), queued AS (
+    DELETE FROM {schema}.jobs j USING target t
+    WHERE j.id = t.id AND t.status = 'queued'
+    RETURNING j.*
 ), archived AS (
     INSERT INTO {schema}.job_history
         (id, queue, task, args, kwargs, status, priority, run_at, attempts, max_attempts,
@@ -165,9 +173,10 @@ WITH queued AS (
     FROM queued
     RETURNING id
 ), running AS (
-    UPDATE {schema}.jobs SET cancel_requested = true
-    WHERE id = %(id)s AND status = 'running'
-    RETURNING id, worker_id
+    UPDATE {schema}.jobs j SET cancel_requested = true
+    FROM target t
+    WHERE j.id = t.id AND t.status = 'running'
+    RETURNING j.id, j.worker_id
 ), told AS (
     SELECT pg_notify(%(channel)s, 'c:' || id || ':' || worker_id) FROM running
 )

@@ -77,9 +77,15 @@ WITH outcome AS (
         %(run_buckets)s::integer[]
     ) AS o(id, attempt, kind, error, result, delay, wait_bucket, run_bucket)
 ), owned AS MATERIALIZED (
-    SELECT j.id, j.queue, j.task, o.kind, o.error, o.result, o.delay, o.wait_bucket,
-           o.run_bucket,
-           (o.kind IN ('failed', 'retry') AND j.attempts < j.max_attempts) AS again
+    -- a failure or Retry of a job whose cancel was requested ends it 'cancelled' rather
+    -- than queueing it again (the request may have come after the slot's outcome)
+    SELECT j.id, j.queue, j.task,
+           CASE WHEN o.kind IN ('failed', 'retry') AND j.cancel_requested THEN 'cancelled'
+                ELSE o.kind END AS kind,
+           o.kind IN ('failed', 'retry') AND j.cancel_requested AS overridden,
+           o.error, o.result, o.delay, o.wait_bucket, o.run_bucket,
+           (o.kind IN ('failed', 'retry') AND j.attempts < j.max_attempts
+            AND NOT j.cancel_requested) AS again
     FROM {schema}.jobs j JOIN outcome o ON o.id = j.id
     WHERE j.status = 'running' AND j.worker_id = %(worker_id)s AND j.attempts = o.attempt
     FOR UPDATE OF j
@@ -124,9 +130,10 @@ WITH outcome AS (
                 %(g_failed)s::integer[], %(g_retried)s::integer[],
                 %(g_cancelled)s::integer[])
          WITH ORDINALITY AS g(queue, task, succeeded, failed, retried, cancelled, n)
-    WHERE (SELECT count(*) FROM owned) = %(batch_size)s
+    WHERE (SELECT count(*) FROM owned WHERE NOT overridden) = %(batch_size)s
     UNION ALL
-    -- some outcome was stale: count only the acknowledged rows, aggregated here
+    -- some outcome was stale, or turned into a cancellation: count only the acknowledged
+    -- rows, aggregated here
     SELECT date_trunc('minute', now()), queue, task, %(worker_id)s,
            count(*) FILTER (WHERE kind = 'succeeded'),
            count(*) FILTER (WHERE kind IN ('failed', 'retry') AND NOT again),
@@ -134,7 +141,7 @@ WITH outcome AS (
            count(*) FILTER (WHERE kind = 'cancelled'),
            {schema}.histogram(wait_bucket), {schema}.histogram(run_bucket)
     FROM owned
-    WHERE (SELECT count(*) FROM owned) <> %(batch_size)s
+    WHERE (SELECT count(*) FROM owned WHERE NOT overridden) <> %(batch_size)s
     GROUP BY queue, task
     ON CONFLICT (minute, queue, task, worker_id) DO UPDATE
     SET succeeded = s.succeeded + excluded.succeeded,
@@ -252,24 +259,52 @@ attempts go into the rollups (retried, or failed/cancelled) under worker 0: they
 so sharing one row costs no contention worth a shard."""
 
 HAND_BACK = """
-WITH returned AS (
+WITH held AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS h(id, attempt)
+), returned AS (
     UPDATE {schema}.jobs j
     SET status = 'queued', worker_id = NULL, lease_expires_at = NULL,
         attempts = greatest(j.attempts - 1, 0),
         run_at = now() + make_interval(secs => %(delay)s::double precision)
-    FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS h(id, attempt)
+    FROM held h
     WHERE j.id = h.id AND j.attempts = h.attempt AND j.status = 'running'
-      AND j.worker_id = %(worker_id)s
+      AND j.worker_id = %(worker_id)s AND NOT j.cancel_requested
     RETURNING j.id, j.queue, j.run_at
+), given_up AS (
+    DELETE FROM {schema}.jobs j USING held h
+    WHERE j.id = h.id AND j.attempts = h.attempt AND j.status = 'running'
+      AND j.worker_id = %(worker_id)s AND j.cancel_requested
+    RETURNING j.*
+), archived AS (
+    INSERT INTO {schema}.job_history
+        (id, queue, task, args, kwargs, status, priority, run_at, attempts, max_attempts,
+         dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error)
+    SELECT id, queue, task, args, kwargs, 'cancelled', priority, run_at, attempts,
+           max_attempts, dedupe_key, schedule, worker_id, created_at, started_at, now(),
+           'cancelled: cancel requested, then its worker ' || worker_id
+               || ' shut down before the job finished (attempt ' || attempts || ')'
+    FROM given_up
+    RETURNING id
+), rolled_up AS (
+    INSERT INTO {schema}.stats_minute AS s (minute, queue, task, worker_id, cancelled)
+    SELECT date_trunc('minute', now()), queue, task, 0, count(*)
+    FROM given_up
+    GROUP BY queue, task
+    ORDER BY queue, task
+    ON CONFLICT (minute, queue, task, worker_id) DO UPDATE
+    SET cancelled = s.cancelled + excluded.cancelled
 ), wake AS (
     SELECT pg_notify(%(channel)s, 'q:' || string_agg(DISTINCT queue, ','))
     FROM returned WHERE run_at <= now() HAVING count(*) > 0
 )
 SELECT id FROM returned, (SELECT count(*) FROM wake) AS notified
+UNION ALL
+SELECT id FROM archived
 """
 """Graceful shutdown: jobs this worker will not finish go back to the queue without
 charging the attempt. ``delay`` keeps them from starting elsewhere while this process,
-whose threads may still be inside them, exits."""
+whose threads may still be inside them, exits. A job whose cancel was requested is not
+queued again (the next claim would clear the request and run it): it ends ``cancelled``."""
 
 REGISTER_WORKER = """
 INSERT INTO {schema}.workers (host, pid, queues, concurrency, pgtaskq_version,

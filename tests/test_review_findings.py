@@ -1,0 +1,252 @@
+"""Regression tests for correctness findings of the job state machine and worker review.
+
+Each test states the bug it pins down. Tests of bugs whose fix belongs in modules under
+concurrent edit (worker.py, queue.py) are marked ``xfail(strict=True)`` with the fix in
+the reason; they start passing (and must then lose the mark) once it lands.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+
+import psycopg
+import pytest
+from worker_helpers import FAST, create_runs_table, runs
+
+from pgtaskq.completer import Completer, Outcome
+from pgtaskq.held import HeldJobs
+from pgtaskq.pool import LivenessCheck, open_pool
+from pgtaskq.sql import render
+from pgtaskq.sql import worker as worker_sql
+from pgtaskq.testing import wait_until
+from pgtaskq.worker import INDEX_ORDER_ONLY
+
+APP = "apps.basic:tq"
+FAKE_WORKER = 424242
+
+
+def status_of(tq, job_id):
+    job = tq.get_job(job_id)
+    return job.status if job else None
+
+
+def claim(conn, tq, tasks, limit=10, worker_id=FAKE_WORKER, queues=None):
+    """Lease jobs with the worker's own claim statement, as worker ``worker_id``."""
+    template = worker_sql.CLAIM_QUEUES if queues else worker_sql.CLAIM_ANY_QUEUE
+    return conn.execute(render(tq.schema, template), {
+        "worker_id": worker_id, "tasks": tasks, "limit": limit, "lease": 60,
+        "queues": queues,
+    }).fetchall()
+
+
+def stats_row(db, tq, task):
+    return db.execute(
+        f'SELECT sum(succeeded), sum(failed), sum(retried), sum(cancelled) '
+        f'FROM "{tq.schema}".stats_minute WHERE task = %s', (task,)).fetchone()
+
+
+def _without(options, name):
+    """``options`` (flag, value pairs) without ``name`` and its value."""
+    pairs = list(zip(options[::2], options[1::2], strict=True))
+    return [item for pair in pairs if pair[0] != name for item in pair]
+
+
+@pytest.fixture
+def pool(tq):
+    pool = open_pool(tq.conninfo, min_size=1, max_size=2, name="review",
+                     liveness=LivenessCheck())
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+# -- a cancel request must never be forgotten --------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["failed", "retry"])
+def test_failure_after_cancel_request_ends_cancelled_not_requeued(tq, db, pool, kind):
+    """A job whose cancel was requested (tq.cancel returned True) and whose attempt then
+    ended in an exception or ``Retry`` was queued again by COMPLETE, with the request
+    cleared: the cancelled job ran again. The slot maps exceptions to 'cancelled' only
+    when it saw the request in time; a request arriving between the job's end and the
+    completer's flush (or a task raising Retry) slipped through."""
+    job_id = tq.enqueue("some.task", max_attempts=5)
+    (row,) = claim(db, tq, ["some.task"])
+    attempt = row[6]
+    assert tq.cancel(job_id) is True  # running: cancel requested
+    completer = Completer(pool, tq.schema, FAKE_WORKER, HeldJobs())
+    completer._write([Outcome(job_id, attempt, kind, error="RuntimeError: boom",
+                              queue="default", task="some.task", max_attempts=5)])
+    job = tq.get_job(job_id)
+    assert job.status == "cancelled"
+    assert job.attempts == 1
+    # the rollups count it as cancelled, not as a retry
+    assert stats_row(db, tq, "some.task") == (0, 0, 0, 1)
+
+
+def test_failure_without_cancel_request_is_still_retried(tq, db, pool):
+    """The fix above leaves ordinary failures alone: queued again while attempts remain,
+    counted as retried by the completer's pre-aggregated rollup."""
+    job_id = tq.enqueue("some.task", max_attempts=5)
+    (row,) = claim(db, tq, ["some.task"])
+    completer = Completer(pool, tq.schema, FAKE_WORKER, HeldJobs())
+    completer._write([Outcome(job_id, row[6], "failed", error="boom", queue="default",
+                              task="some.task", max_attempts=5)])
+    assert status_of(tq, job_id) == "queued"
+    assert stats_row(db, tq, "some.task") == (0, 0, 1, 0)
+
+
+def test_hand_back_does_not_forget_a_cancel_request(tq, db):
+    """HAND_BACK (graceful shutdown) requeued a running job with ``cancel_requested``
+    still true; the next claim resets the flag, so the job ran again from the start as
+    if it had never been cancelled."""
+    cancelled_id = tq.enqueue("some.task")
+    other_id = tq.enqueue("some.task")
+    rows = claim(db, tq, ["some.task"])
+    assert tq.cancel(cancelled_id) is True
+    db.execute(render(tq.schema, worker_sql.HAND_BACK), {
+        "worker_id": FAKE_WORKER, "ids": [r[0] for r in rows],
+        "attempts": [r[6] for r in rows], "delay": 0.0, "channel": tq.channel,
+    })
+    assert status_of(tq, cancelled_id) == "cancelled"
+    other = tq.get_job(other_id)
+    assert (other.status, other.attempts) == ("queued", 0)  # handed back, not charged
+    assert claim(db, tq, ["some.task"], worker_id=FAKE_WORKER + 1)[0][0] == other_id
+
+
+def test_cancel_then_shutdown_with_job_still_running_ends_cancelled(
+        tq, db, worker_process):
+    """End to end: a task that ignores its cancel request is still running when the grace
+    period of a SIGTERMed worker ends; the job must end 'cancelled', not back in the
+    queue for the next worker."""
+    create_runs_table(db, tq.schema)
+    worker = worker_process(APP, "-c", "1", *_without(list(FAST), "--grace"),
+                            "--grace", "0.5")
+    worker.wait_ready()
+    job_id = tq.enqueue("sleep", args=[30])
+    wait_until(lambda: runs(db, tq.schema, "started"), 10, what="job started")
+    assert tq.cancel(job_id) is True
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(20) == 0
+    assert status_of(tq, job_id) == "cancelled", worker.output()
+
+
+# -- cancel racing a claim ---------------------------------------------------------------
+
+
+def _wait_for_lock_waiter(db, schema, what):
+    """Wait until a statement on ``schema`` (the cancel) waits for a row lock."""
+    wait_until(lambda: db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND query LIKE %s", (f"%{schema}%",)).fetchone()[0] > 0, 10, what=what)
+
+
+def test_cancel_racing_a_claim_requests_the_cancel(tq, db, pgtaskq_dsn):
+    """CANCEL deleted 'queued' rows and flagged 'running' rows as seen by its snapshot.
+    When a worker's claim held the row, CANCEL waited, then found the row 'running'
+    (so no delete) while its UPDATE had already ruled the row out as 'queued': it
+    returned False ("does not exist or has already finished") and the job ran to
+    completion uncancelled."""
+    job_id = tq.enqueue("some.task")
+    result: list[bool] = []
+    with psycopg.connect(pgtaskq_dsn) as claimer:  # a claim not yet committed
+        assert len(claim(claimer, tq, ["some.task"])) == 1
+        thread = threading.Thread(target=lambda: result.append(tq.cancel(job_id)))
+        thread.start()
+        _wait_for_lock_waiter(db, tq.schema, "cancel waiting for the claim's row lock")
+        claimer.commit()
+    thread.join(10)
+    assert result == [True]
+    job = tq.get_job(job_id)
+    assert job.status == "running"
+    assert db.execute(f'SELECT cancel_requested FROM "{tq.schema}".jobs WHERE id = %s',
+                      (job_id,)).fetchone()[0] is True
+
+
+def test_cancel_racing_a_requeue_cancels_the_job(tq, db, pgtaskq_dsn, pool):
+    """The mirror race: the job was running when CANCEL's snapshot was taken and the
+    completer requeued it (a failed attempt with attempts left) while CANCEL waited.
+    CANCEL returned False and the job went on to run again."""
+    job_id = tq.enqueue("some.task", max_attempts=5)
+    assert len(claim(db, tq, ["some.task"])) == 1
+    result: list[bool] = []
+    with psycopg.connect(pgtaskq_dsn) as completer_conn:
+        completer_conn.execute(  # the completer's requeue, not yet committed
+            f'UPDATE "{tq.schema}".jobs SET status = %s, worker_id = NULL, '
+            "lease_expires_at = NULL WHERE id = %s", ("queued", job_id))
+        thread = threading.Thread(target=lambda: result.append(tq.cancel(job_id)))
+        thread.start()
+        _wait_for_lock_waiter(db, tq.schema, "cancel waiting for the requeue's row lock")
+        completer_conn.commit()
+    thread.join(10)
+    assert result == [True]
+    assert status_of(tq, job_id) == "cancelled"
+
+
+# -- claim plan at a million rows ----------------------------------------------------------
+
+
+def _max_rows_removed(plan):
+    here = plan.get("Rows Removed by Filter", 0)
+    return max([here] + [_max_rows_removed(p) for p in plan.get("Plans", [])])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "worker.py: a single-queue worker claims with CLAIM_QUEUES (queue = ANY(array)) under "
+    "enable_sort=off; = ANY cannot give jobs_ready_by_queue's order, so the plan walks "
+    "jobs_ready through every queued job of every other queue (199 ms per claim with 1M "
+    "jobs in another queue). Fix: a CLAIM_ONE_QUEUE template with queue = %(queue)s for "
+    "len(queues) == 1 (uses jobs_ready_by_queue in claim order); then EXPLAIN that template "
+    "here"))
+def test_single_queue_claim_does_not_scan_other_queues(tq, db):
+    db.execute(f'INSERT INTO "{tq.schema}".jobs (queue, task, max_attempts) '
+               "SELECT 'big', 't', 1 FROM generate_series(1, 200000)")
+    db.execute(f'INSERT INTO "{tq.schema}".jobs (queue, task, max_attempts) '
+               "SELECT 'small', 't', 1 FROM generate_series(1, 5)")
+    db.execute(f'ANALYZE "{tq.schema}".jobs')
+    db.execute("BEGIN")
+    try:
+        db.execute(INDEX_ORDER_ONLY)  # what the worker's single-queue claim runs under
+        template = render(tq.schema, worker_sql.CLAIM_QUEUES)
+        (plan,) = db.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + template, {
+            "worker_id": FAKE_WORKER, "tasks": ["t"], "limit": 5, "lease": 60,
+            "queues": ["small"]}).fetchone()[0]
+    finally:
+        db.execute("ROLLBACK")
+    plan = plan if isinstance(plan, dict) else json.loads(plan)
+    assert _max_rows_removed(plan["Plan"]) < 1000
+
+
+# -- main loop wake-ups ----------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "worker.py: a NOTIFY that arrives while _room() <= 0 is dropped, and _on_outcome only "
+    "wakes the loop when _backlog is set; capacity can shrink without a full claim "
+    "(adaptive prefetch falls to 0 when jobs get slower, or MAX_UNACKNOWLEDGED), so the "
+    "worker then sits idle with a runnable job until the next poll. Fix in Worker._loop: "
+    "when (polled or reconnected or _wanted(events) or a deferred job is due) and "
+    "_room() <= 0, set self._backlog = True under self._lock, so the slot that frees "
+    "capacity wakes the loop and _refill_due() claims"))
+def test_notify_while_full_is_not_lost_when_prefetch_shrinks(tq, db, worker_process):
+    create_runs_table(db, tq.schema)
+    worker = worker_process(APP, "-c", "1", *_without(list(FAST), "--poll-interval"),
+                            "--poll-interval", "60")
+    worker.wait_ready()
+    # many instant jobs: the adaptive prefetch grows to its maximum (4 per slot)
+    ids = tq.enqueue_many("noop", [{} for _ in range(50)])
+    wait_until(lambda: all(status_of(tq, i) == "succeeded" for i in ids), 20,
+               what="noop jobs done")
+    # three 1-second jobs leased by one claim (3 of 5: no backlog); after the first one
+    # the average job time makes the prefetch 0, so 2 held jobs exceed the capacity of 1
+    tq.enqueue_many("sleep", [{"args": [1]} for _ in range(3)])
+    wait_until(lambda: len(runs(db, tq.schema, "started")) >= 2, 15,
+               what="second sleep job started")
+    late = tq.enqueue("record", args=["late"])  # its NOTIFY finds no room
+    # the three sleeps end about 2 s from now; the poll is a minute away
+    wait_until(lambda: status_of(tq, late) == "succeeded", 10,
+               what="job enqueued while the worker was full")
+    assert worker.stop() == 0

@@ -310,3 +310,28 @@ def test_claim_backoff_does_not_spin(tq, db, worker_process):
         db.execute(f'ALTER TABLE "{tq.schema}".jobs_away RENAME TO jobs')
     assert spent < 0.5, f"worker used {spent:.2f}s of CPU in 2s while backing off"
     assert worker.stop() == 0
+
+
+# -- slot threads must survive whatever a task returns ---------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "slots.py: _result_json catches only TypeError/ValueError from json.dumps and calls "
+    "repr() unguarded; a RecursionError (deeply nested result) or a raising __repr__ "
+    "escapes Slots._run and kills the slot thread: the job stays 'running' for ever (its "
+    "held entry is heartbeated, never finished) and the worker loses the slot. Fix: in "
+    "_result_json catch Exception (RecursionError included) and fall back to a guarded "
+    "repr (f'<unrepresentable {type(result).__name__}>' if repr raises); and in "
+    "Slots._loop turn any exception from _run into Outcome.failed(job, "
+    "traceback.format_exc()) so a slot never dies"))
+@pytest.mark.parametrize("task", ["deep_result", "unprintable_result"])
+def test_result_that_breaks_json_does_not_kill_the_slot(tq, worker_process, task):
+    worker = worker_process("apps.review_app:tq", "-c", "1", *FAST)
+    worker.wait_ready()
+    bad = tq.enqueue(task)
+    wait_until(lambda: status_of(tq, bad) in ("succeeded", "failed"), 10,
+               what=f"{task} job finished")
+    after = tq.enqueue("plain", args=[1])
+    wait_until(lambda: status_of(tq, after) == "succeeded", 10,
+               what="next job on the same (only) slot")
+    assert worker.stop() == 0

@@ -164,7 +164,9 @@ def _machine_markdown(info: dict[str, Any], args: argparse.Namespace,
         f"Linux {info['kernel']}; Python {info['python']}",
         f"- PostgreSQL {pg['server_version']}: fsync {pg['fsync']}, synchronous_commit "
         f"{pg['synchronous_commit']}, shared_buffers {pg['shared_buffers']}, "
-        f"max_connections {pg['max_connections']} (server defaults, nothing tuned)",
+        f"max_connections {pg['max_connections']}, autovacuum {pg['autovacuum']} (as the "
+        "server was found; the harness changes no setting; bloat and chaos run on an "
+        "embedded server with PostgreSQL's defaults)",
         "- " + ", ".join(f"{k} {v}" for k, v in packages.items()),
         f"- scenarios in this run: {', '.join(names)}",
     ]) + "\n"

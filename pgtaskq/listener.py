@@ -110,7 +110,7 @@ class Listener:
         if self._conn is not None:
             fds.append(self._conn.fileno())
         try:
-            readable, _, _ = select.select(fds, [], [], max(0.0, timeout))
+            readable = _readable(fds, max(0.0, timeout))
         except OSError as exc:
             if exc.errno != errno.EINTR:
                 raise
@@ -166,3 +166,19 @@ class Listener:
         for fd in (self._read_fd, self._write_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _readable(fds: list[int], timeout: float) -> list[int]:
+    """The fds of ``fds`` that are readable (or hung up) within ``timeout`` seconds.
+
+    ``poll()`` where there is one: ``select()`` raises ValueError for a descriptor of
+    1024 or more, which a worker whose tasks (or host application) hold many files or
+    sockets reaches, and the main loop died of it.
+    """
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN | select.POLLPRI)
+        return [fd for fd, _ in poller.poll(timeout * 1000.0)]
+    readable, _, _ = select.select(fds, [], [], timeout)  # pragma: no cover - Windows
+    return readable

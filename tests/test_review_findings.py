@@ -335,3 +335,101 @@ def test_result_that_breaks_json_does_not_kill_the_slot(tq, worker_process, task
     wait_until(lambda: status_of(tq, after) == "succeeded", 10,
                what="next job on the same (only) slot")
     assert worker.stop() == 0
+
+
+# -- NOTIFY payloads stay under PostgreSQL's 8000-byte limit ----------------------------------
+
+MANY_QUEUES = [f"tenant-{n:06d}-background" for n in range(600)]  # 25 bytes each
+"""Per-tenant queues: one statement's distinct queues joined with ',' exceed 8000 bytes."""
+
+
+def _notified_queues(listen_conn):
+    queues: set[str] = set()
+    for notify in listen_conn.notifies(timeout=0.5):
+        kind, _, rest = notify.payload.partition(":")
+        assert kind == "q" and len(notify.payload) < 8000
+        queues.update(rest.split(","))
+    return queues
+
+
+@pytest.fixture
+def listen_conn(tq, pgtaskq_dsn):
+    with psycopg.connect(pgtaskq_dsn, autocommit=True) as conn:
+        conn.execute(f'LISTEN "{tq.channel}"')
+        yield conn
+
+
+def test_rescue_of_jobs_in_many_queues(tq, db, listen_conn):
+    """RESCUE woke workers with ONE pg_notify listing every distinct queue of its batch
+    (up to 1,000 jobs); past 8000 bytes pg_notify raises "payload string too long", the
+    whole statement fails, and it fails again on every pass: expired jobs stayed
+    'running' for ever."""
+    tq.enqueue_many("some.task", [{"queue": q} for q in MANY_QUEUES])
+    db.execute(f'UPDATE "{tq.schema}".jobs SET status = %s, worker_id = %s, attempts = 1, '
+               "lease_expires_at = now() - interval '1 minute'", ("running", FAKE_WORKER))
+    _notified_queues(listen_conn)  # drop the enqueue's notifications
+    rows = db.execute(render(tq.schema, worker_sql.RESCUE),
+                      {"limit": 1000, "channel": tq.channel}).fetchall()
+    assert len(rows) == len(MANY_QUEUES)
+    assert db.execute(f'SELECT count(*) FROM "{tq.schema}".jobs WHERE status = %s',
+                      ("queued",)).fetchone()[0] == len(MANY_QUEUES)
+    assert _notified_queues(listen_conn) == set(MANY_QUEUES)
+
+
+def test_enqueue_many_into_many_queues(tq, listen_conn):
+    """ENQUEUE_MANY: the same single NOTIFY made a bulk enqueue across a few hundred
+    queues fail outright."""
+    ids = tq.enqueue_many("some.task", [{"queue": q} for q in MANY_QUEUES])
+    assert len(ids) == len(MANY_QUEUES)
+    assert _notified_queues(listen_conn) == set(MANY_QUEUES)
+
+
+def test_enqueue_many_with_dedupe_keys_into_many_queues(tq, listen_conn):
+    ids = tq.enqueue_many("some.task", [{"queue": q, "dedupe_key": q} for q in MANY_QUEUES])
+    assert len(set(ids)) == len(MANY_QUEUES)
+    assert _notified_queues(listen_conn) == set(MANY_QUEUES)
+
+
+def test_hand_back_of_jobs_in_many_queues(tq, db, listen_conn):
+    """HAND_BACK: same payload; its failure left the jobs running until lease expiry."""
+    tq.enqueue_many("some.task", [{"queue": q} for q in MANY_QUEUES])
+    rows = claim(db, tq, ["some.task"], limit=len(MANY_QUEUES))
+    _notified_queues(listen_conn)
+    db.execute(render(tq.schema, worker_sql.HAND_BACK), {
+        "worker_id": FAKE_WORKER, "ids": [r[0] for r in rows],
+        "attempts": [r[6] for r in rows], "delay": 0.0, "channel": tq.channel,
+    })
+    assert db.execute(f'SELECT count(*) FROM "{tq.schema}".jobs WHERE status = %s',
+                      ("queued",)).fetchone()[0] == len(MANY_QUEUES)
+    assert _notified_queues(listen_conn) == set(MANY_QUEUES)
+
+
+# -- the main loop's wait must work with any file descriptor ----------------------------------
+
+
+def test_listener_waits_on_descriptors_above_1024(tq, db, pgtaskq_dsn):
+    """Listener.wait used select(), which raises ValueError for a descriptor >= 1024: a
+    worker whose tasks or host program hold many files or sockets had its main loop
+    die when the LISTEN connection (or the self-pipe) got a high descriptor."""
+    import resource
+
+    from pgtaskq.listener import Listener
+
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1200:
+        pytest.skip("needs a descriptor limit of 1200 or more")
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        listener = Listener(pgtaskq_dsn, tq.channel)
+        try:
+            assert listener.connect()
+            assert listener.wake_fd >= 1024
+            db.execute("SELECT pg_notify(%s, 'q:high')", (tq.channel,))
+            events = wait_until(lambda: listener.wait(0.5).queues, 5, what="notification")
+            assert events == {"high"}
+            listener.wake()
+            assert listener.wait(5.0).queues == set()  # the self-pipe wakes it too
+        finally:
+            listener.close()
+    finally:
+        for fd in filler:
+            os.close(fd)

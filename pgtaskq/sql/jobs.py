@@ -92,9 +92,13 @@ WITH input AS (
 
 _ENQUEUE_MANY_WAKE = """
 ), wake AS (
-    SELECT pg_notify(%(channel)s, 'q:' || string_agg(queue, ','))
-    FROM (SELECT DISTINCT queue FROM new_jobs WHERE run_at <= now()) AS runnable
-    HAVING count(*) > 0
+    -- one NOTIFY per ~7000 bytes of queue names: a payload of 8000 bytes or more makes
+    -- pg_notify raise, which failed the whole enqueue (hundreds of per-tenant queues)
+    SELECT pg_notify(%(channel)s, 'q:' || string_agg(queue, ',' ORDER BY queue))
+    FROM (SELECT queue, sum(octet_length(queue) + 1) OVER (ORDER BY queue) / 7000 AS chunk
+          FROM (SELECT DISTINCT queue FROM new_jobs WHERE run_at <= now()) AS runnable
+         ) AS chunked
+    GROUP BY chunk
 )
 """
 

@@ -246,8 +246,12 @@ WITH expired AS MATERIALIZED (
         retried = s.retried + excluded.retried,
         cancelled = s.cancelled + excluded.cancelled
 ), wake AS (
-    SELECT pg_notify(%(channel)s, 'q:' || string_agg(DISTINCT queue, ','))
-    FROM requeued HAVING count(*) > 0
+    -- one NOTIFY per ~7000 bytes of queue names (pg_notify raises at 8000 bytes, which
+    -- failed every rescue of a batch spanning a few hundred queues)
+    SELECT pg_notify(%(channel)s, 'q:' || string_agg(queue, ',' ORDER BY queue))
+    FROM (SELECT queue, sum(octet_length(queue) + 1) OVER (ORDER BY queue) / 7000 AS chunk
+          FROM (SELECT DISTINCT queue FROM requeued) AS d) AS chunked
+    GROUP BY chunk
 )
 SELECT 'requeued', id FROM requeued, (SELECT count(*) FROM wake) AS notified
 UNION ALL
@@ -294,8 +298,11 @@ WITH held AS (
     ON CONFLICT (minute, queue, task, worker_id) DO UPDATE
     SET cancelled = s.cancelled + excluded.cancelled
 ), wake AS (
-    SELECT pg_notify(%(channel)s, 'q:' || string_agg(DISTINCT queue, ','))
-    FROM returned WHERE run_at <= now() HAVING count(*) > 0
+    -- one NOTIFY per ~7000 bytes of queue names (pg_notify raises at 8000 bytes)
+    SELECT pg_notify(%(channel)s, 'q:' || string_agg(queue, ',' ORDER BY queue))
+    FROM (SELECT queue, sum(octet_length(queue) + 1) OVER (ORDER BY queue) / 7000 AS chunk
+          FROM (SELECT DISTINCT queue FROM returned WHERE run_at <= now()) AS d) AS chunked
+    GROUP BY chunk
 )
 SELECT id FROM returned, (SELECT count(*) FROM wake) AS notified
 UNION ALL

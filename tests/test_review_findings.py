@@ -1,8 +1,8 @@
 """Regression tests for correctness findings of the job state machine and worker review.
 
 Each test states the bug it pins down. Tests of bugs whose fix belongs in modules under
-concurrent edit (worker.py, queue.py) are marked ``xfail(strict=True)`` with the fix in
-the reason; they start passing (and must then lose the mark) once it lands.
+concurrent edit were marked ``xfail(strict=True)`` with the fix in the reason; the marks
+go as the fixes land (the remaining ones still describe open problems).
 """
 
 from __future__ import annotations
@@ -196,13 +196,6 @@ def _max_rows_removed(plan):
     return max([here] + [_max_rows_removed(p) for p in plan.get("Plans", [])])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "worker.py: a single-queue worker claims with CLAIM_QUEUES (queue = ANY(array)) under "
-    "enable_sort=off; = ANY cannot give jobs_ready_by_queue's order, so the plan walks "
-    "jobs_ready through every queued job of every other queue (199 ms per claim with 1M "
-    "jobs in another queue). Fix: a CLAIM_ONE_QUEUE template with queue = %(queue)s for "
-    "len(queues) == 1 (uses jobs_ready_by_queue in claim order); then EXPLAIN that template "
-    "here"))
 def test_single_queue_claim_does_not_scan_other_queues(tq, db):
     db.execute(f'INSERT INTO "{tq.schema}".jobs (queue, task, max_attempts) '
                "SELECT 'big', 't', 1 FROM generate_series(1, 200000)")
@@ -212,10 +205,10 @@ def test_single_queue_claim_does_not_scan_other_queues(tq, db):
     db.execute("BEGIN")
     try:
         db.execute(INDEX_ORDER_ONLY)  # what the worker's single-queue claim runs under
-        template = render(tq.schema, worker_sql.CLAIM_QUEUES)
+        template = render(tq.schema, worker_sql.CLAIM_ONE_QUEUE)
         (plan,) = db.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + template, {
             "worker_id": FAKE_WORKER, "tasks": ["t"], "limit": 5, "lease": 60,
-            "queues": ["small"]}).fetchone()[0]
+            "queue": "small"}).fetchone()[0]
     finally:
         db.execute("ROLLBACK")
     plan = plan if isinstance(plan, dict) else json.loads(plan)
@@ -225,14 +218,6 @@ def test_single_queue_claim_does_not_scan_other_queues(tq, db):
 # -- main loop wake-ups ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "worker.py: a NOTIFY that arrives while _room() <= 0 is dropped, and _on_outcome only "
-    "wakes the loop when _backlog is set; capacity can shrink without a full claim "
-    "(adaptive prefetch falls to 0 when jobs get slower, or MAX_UNACKNOWLEDGED), so the "
-    "worker then sits idle with a runnable job until the next poll. Fix in Worker._loop: "
-    "when (polled or reconnected or _wanted(events) or a deferred job is due) and "
-    "_room() <= 0, set self._backlog = True under self._lock, so the slot that frees "
-    "capacity wakes the loop and _refill_due() claims"))
 def test_notify_while_full_is_not_lost_when_prefetch_shrinks(tq, db, worker_process):
     create_runs_table(db, tq.schema)
     worker = worker_process(APP, "-c", "1", *_without(list(FAST), "--poll-interval"),
@@ -262,14 +247,6 @@ def _cpu_seconds(pid):
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
-@pytest.mark.xfail(strict=True, reason=(
-    "worker.py: when the next deferred job comes due and the claim does not return it "
-    "(another queue or task, or another worker took it), _claim's _lookup_deferred() is "
-    "rate-limited to one per 0.25 s, so _next_deferred stays in the past, _timeout() is 0 "
-    "and every iteration claims again: a busy spin of up to 0.25 s per deferred job "
-    "(measured 1.4 s CPU in 3 s, idle 0.02 s). Fix in Worker._claim: "
-    "self._lookup_deferred(force=self._next_deferred is not None and "
-    "self._next_deferred <= time.time()) when len(rows) < limit (measured 0.03 s)"))
 def test_deferred_jobs_of_other_queues_do_not_make_the_worker_spin(tq, db, worker_process):
     create_runs_table(db, tq.schema)
     worker = worker_process(APP, "-c", "2", "--queue", "a", *FAST)
@@ -284,13 +261,6 @@ def test_deferred_jobs_of_other_queues_do_not_make_the_worker_spin(tq, db, worke
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
-@pytest.mark.xfail(strict=True, reason=(
-    "worker.py: after a failed claim the loop waits _claim_not_before (backoff up to 5 s), "
-    "but while _refill_due() (the last claim was full and a slot is free) it computes "
-    "timeout = 0.0 and skips the claim: a 100%-CPU spin for the whole backoff, repeated "
-    "through a database outage. Fix in Worker._loop: timeout = 0.0 only if "
-    "self._refill_due() and time.monotonic() >= self._claim_not_before (_timeout() "
-    "already includes _claim_not_before)"))
 def test_claim_backoff_does_not_spin(tq, db, worker_process):
     create_runs_table(db, tq.schema)
     worker = worker_process(APP, "-c", "1", "--prefetch", "0", *FAST)
@@ -315,15 +285,6 @@ def test_claim_backoff_does_not_spin(tq, db, worker_process):
 # -- slot threads must survive whatever a task returns ---------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "slots.py: _result_json catches only TypeError/ValueError from json.dumps and calls "
-    "repr() unguarded; a RecursionError (deeply nested result) or a raising __repr__ "
-    "escapes Slots._run and kills the slot thread: the job stays 'running' for ever (its "
-    "held entry is heartbeated, never finished) and the worker loses the slot. Fix: in "
-    "_result_json catch Exception (RecursionError included) and fall back to a guarded "
-    "repr (f'<unrepresentable {type(result).__name__}>' if repr raises); and in "
-    "Slots._loop turn any exception from _run into Outcome.failed(job, "
-    "traceback.format_exc()) so a slot never dies"))
 @pytest.mark.parametrize("task", ["deep_result", "unprintable_result"])
 def test_result_that_breaks_json_does_not_kill_the_slot(tq, worker_process, task):
     worker = worker_process("apps.review_app:tq", "-c", "1", *FAST)
@@ -433,3 +394,63 @@ def test_listener_waits_on_descriptors_above_1024(tq, db, pgtaskq_dsn):
     finally:
         for fd in filler:
             os.close(fd)
+
+
+# -- the next-deferred look-up stays cheap whatever the priorities ---------------------------
+
+
+def _find_node(plan, node_type):
+    if plan.get("Node Type") == node_type:
+        return plan
+    for child in plan.get("Plans", []):
+        found = _find_node(child, node_type)
+        if found is not None:
+            return found
+    return None
+
+
+def test_next_deferred_lookup_is_bounded_with_many_distinct_priorities(tq, db):
+    """NEXT_DEFERRED walked every distinct priority of the queued jobs: 6.6 s with 1M
+    queued jobs of random priorities (632k distinct), run by the worker's main thread at
+    every poll and after every under-full claim, stalling claims, cancels and timeouts."""
+    db.execute(f'INSERT INTO "{tq.schema}".jobs (queue, task, max_attempts, priority, run_at) '
+               "SELECT 'default', 't', 1, g, now() - interval '1 minute' "
+               "FROM generate_series(1, 20000) AS g")
+    later = tq.enqueue("t", priority=30000, delay=3600)
+    db.execute(f'ANALYZE "{tq.schema}".jobs')
+    query = render(tq.schema, worker_sql.NEXT_DEFERRED)
+    (run_at,) = db.execute(query).fetchone()
+    assert run_at == tq.get_job(later).run_at  # the highest priorities are still seen
+    (plan,) = db.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + query).fetchone()[0]
+    plan = plan if isinstance(plan, dict) else json.loads(plan)
+    walk = _find_node(plan["Plan"], "Recursive Union")
+    assert walk is not None and walk["Actual Rows"] <= 300
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "design: jobs_ready is (priority DESC, run_at, id) WHERE status = 'queued', so the "
+    "claim's run_at <= now() is no range condition when deferred jobs sit at a higher "
+    "priority than the runnable ones: every claim walks all of them (203 ms per claim "
+    "with 1M jobs at priority 5 due tomorrow and runnable ones at 0). Fix needs a "
+    "schema change: keep future jobs out of jobs_ready (a 'scheduled' status promoted by "
+    "a periodic statement, as River and Oban do, or a partial index that excludes them "
+    "maintained the same way)"))
+def test_claim_does_not_walk_deferred_jobs_of_higher_priority(tq, db):
+    db.execute(f'INSERT INTO "{tq.schema}".jobs (queue, task, max_attempts, priority, run_at) '
+               "SELECT 'default', 't', 1, 5, now() + interval '1 day' "
+               "FROM generate_series(1, 100000)")
+    tq.enqueue_many("t", [{} for _ in range(5)])
+    db.execute(f'ANALYZE "{tq.schema}".jobs')
+    db.execute("BEGIN")
+    try:
+        db.execute(INDEX_ORDER_ONLY)
+        (plan,) = db.execute(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
+            + render(tq.schema, worker_sql.CLAIM_ANY_QUEUE),
+            {"worker_id": FAKE_WORKER, "tasks": ["t"], "limit": 5, "lease": 60,
+             "queues": None}).fetchone()[0]
+    finally:
+        db.execute("ROLLBACK")
+    plan = plan if isinstance(plan, dict) else json.loads(plan)
+    scan = _find_node(plan["Plan"], "Index Scan")
+    assert scan["Shared Hit Blocks"] + scan["Shared Read Blocks"] < 50

@@ -49,16 +49,29 @@ WITH candidates AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED
 )
 """ + CLAIM_SET + CLAIM_RETURNING
+"""A worker serving one queue: ``queue = value`` lets ``jobs_ready_by_queue`` give the claim
+order, where ``= ANY(array)`` would walk other queues' jobs in ``jobs_ready``."""
+
+CLAIM_ONE_QUEUE = """
+WITH candidates AS MATERIALIZED (
+    SELECT id FROM {schema}.jobs
+    WHERE status = 'queued' AND run_at <= now() AND task = ANY(%(tasks)s::text[])
+      AND queue = %(queue)s::text
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+""" + CLAIM_SET + CLAIM_RETURNING
 
 NEXT_DEFERRED = """
 WITH RECURSIVE priorities AS (
-    (SELECT priority FROM {schema}.jobs WHERE status = 'queued'
+    (SELECT priority, 1 AS depth FROM {schema}.jobs WHERE status = 'queued'
      ORDER BY priority DESC LIMIT 1)
     UNION ALL
     SELECT (SELECT j.priority FROM {schema}.jobs j
             WHERE j.status = 'queued' AND j.priority < p.priority
-            ORDER BY j.priority DESC LIMIT 1)
-    FROM priorities p WHERE p.priority IS NOT NULL
+            ORDER BY j.priority DESC LIMIT 1), p.depth + 1
+    FROM priorities p WHERE p.priority IS NOT NULL AND p.depth < 256
 )
 SELECT min((SELECT j.run_at FROM {schema}.jobs j
             WHERE j.status = 'queued' AND j.priority = p.priority AND j.run_at > now()
@@ -67,7 +80,9 @@ FROM priorities p WHERE p.priority IS NOT NULL
 """
 """The earliest future run_at: one index probe per distinct priority on ``jobs_ready``
 (a loose index scan), so it stays cheap with a million queued jobs and needs no index of
-its own."""
+its own. Only the 256 highest distinct priorities are looked at: with a million distinct
+priorities the walk took 6.6 s, at every poll, in the worker's main thread. A deferred job
+below them is still claimed by the next poll (it only does not wake the worker early)."""
 
 COMPLETE = """
 WITH outcome AS (

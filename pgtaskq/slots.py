@@ -94,6 +94,9 @@ class Slots:
                 self._busy += 1
             try:
                 outcome = self._run(job)
+            except BaseException:  # a bug here must cost the job, never the slot
+                log.exception("slot failed to run job %d (%s)", job.id, job.task)
+                outcome = Outcome.failed(job, traceback.format_exc())
             finally:
                 with self._lock:
                     self._busy -= 1
@@ -149,12 +152,20 @@ def _timeout_message(job: HeldJob) -> str:
 
 
 def _result_json(job: HeldJob, result: Any) -> str | None:
-    """The result as JSON text; its repr (with a warning) when it is not serialisable."""
+    """The result as JSON text; its repr (with a warning) when it is not serialisable.
+
+    Anything json.dumps raises (RecursionError on deep nesting included) falls back to the
+    repr, and a repr that raises to a placeholder: a task's return value never fails it.
+    """
     if result is None:
         return None
     try:
         return json.dumps(result, allow_nan=False)
-    except (TypeError, ValueError):
+    except Exception:
         log.warning("job %d (%s) returned a %s, which is not JSON-serialisable; "
                     "storing its repr", job.id, job.task, type(result).__name__)
-        return json.dumps(repr(result))
+    try:
+        text = repr(result)
+    except Exception:
+        text = f"<unrepresentable {type(result).__name__}>"
+    return json.dumps(text)

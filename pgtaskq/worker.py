@@ -403,7 +403,9 @@ class Worker:
                 claim_now = False
             # Jobs that finished during the claim may already have freed enough capacity
             # for the next one: then do not sleep (their wake-up may have been coalesced).
-            timeout = 0.0 if self._refill_due() else self._timeout(next_poll, next_watchdog)
+            # (Not while a failed claim backs off: _timeout() waits for that.)
+            refill_now = self._refill_due() and time.monotonic() >= self._claim_not_before
+            timeout = 0.0 if refill_now else self._timeout(next_poll, next_watchdog)
             events = listener.wait(timeout)
             with self._lock:
                 self._wake_sent = False
@@ -416,10 +418,18 @@ class Worker:
                 self._poll_cancel_requests()
                 self._lookup_deferred(force=True)
                 next_poll = now + self.poll_interval
-            claim_now = self._room() > 0 and (
-                polled or events.reconnected or self._wanted(events) or self._refill_due()
+            work_signalled = (
+                polled or events.reconnected or self._wanted(events)
                 or (self._next_deferred is not None and time.time() >= self._next_deferred)
             )
+            room = self._room() > 0
+            if work_signalled and not room:
+                # Full now (capacity can shrink without a full claim: adaptive prefetch,
+                # unacknowledged outcomes): remember the work, so the slot that frees
+                # room wakes the loop instead of the job waiting for the next poll.
+                with self._lock:
+                    self._backlog = True
+            claim_now = room and (work_signalled or self._refill_due())
 
     def _refill_due(self) -> bool:
         """The last claim came back full and enough capacity is free to lease again."""
@@ -472,9 +482,15 @@ class Worker:
         limit = self._room()
         if limit <= 0:
             return
-        template = worker_sql.CLAIM_QUEUES if self.queues else worker_sql.CLAIM_ANY_QUEUE
+        if self.queues is None:
+            template = worker_sql.CLAIM_ANY_QUEUE
+        elif len(self.queues) == 1:
+            template = worker_sql.CLAIM_ONE_QUEUE
+        else:
+            template = worker_sql.CLAIM_QUEUES
         params = {"worker_id": self.worker_id, "tasks": self._task_names, "limit": limit,
-                  "lease": self.lease, "queues": self.queues}
+                  "lease": self.lease, "queues": self.queues,
+                  "queue": self.queues[0] if self.queues else None}
         try:
             with self._pool.connection(timeout=5) as conn:
                 if self.queues is None or len(self.queues) == 1:
@@ -512,7 +528,11 @@ class Worker:
                 self._timed[held.id] = held
             self._slots.submit(held)
         if len(rows) < limit:
-            self._lookup_deferred()
+            # A due deferred job the claim did not return (another queue's, or taken by
+            # another worker) must be forgotten now, or the loop would spin until the
+            # rate-limited look-up runs again.
+            self._lookup_deferred(force=self._next_deferred is not None
+                                  and self._next_deferred <= time.time())
 
     def _lookup_deferred(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -108,8 +108,12 @@ WITH outcome AS (
     UPDATE {schema}.jobs j
     SET status = 'queued', worker_id = NULL, lease_expires_at = NULL,
         cancel_requested = false, last_error = w.error,
+        -- Retry(delay=inf) or a huge delay is capped at about 31 years and nan means the
+        -- backoff: "interval out of range" failed the whole batch, for ever (the
+        -- completer retries it), leaving every job of it running
         run_at = now() + coalesce(
-            make_interval(secs => w.delay),
+            make_interval(secs => CASE WHEN w.delay IS NULL OR w.delay = 'NaN' THEN NULL
+                                       ELSE least(w.delay, 1e9) END),
             {schema}.backoff(j.attempts, %(backoff_base)s, %(backoff_cap)s))
     FROM owned w
     WHERE j.id = w.id AND w.again

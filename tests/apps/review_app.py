@@ -28,3 +28,20 @@ def unprintable_result():
 @tq.task(name="plain")
 def plain(value=None):
     return value
+
+
+@tq.task(name="retry_forever", max_attempts=3)
+def retry_forever(delay):
+    from pgtaskq import Retry
+
+    raise Retry(delay=float(delay))  # float("inf") / float("nan"): "never", "unknown"
+
+
+@tq.task(name="nul_result", max_attempts=1)
+def nul_result():
+    return "binary\x00data"  # JSON "\u0000", which jsonb rejects
+
+
+@tq.task(name="nul_error", max_attempts=1)
+def nul_error():
+    raise RuntimeError("bad record: b\x00d")  # NUL in the traceback text

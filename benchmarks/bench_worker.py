@@ -277,9 +277,9 @@ def scenario_drain(ctx: Context, names: list[str] | None = None) -> tuple[Table,
                 checks.append(str(result.delivery))
                 log(f"drain {system.name} run {i + 1}: {result.rate:,.0f} jobs/s, "
                     f"{result.delivery}")
-        except BenchError as exc:
-            skipped.append(f"{system.name} failed: {exc}")
-            log(f"drain {system.name} failed: {exc}")
+        except Exception as exc:  # one system failing must not lose the others' figures
+            skipped.append(f"{system.name} failed: {str(exc).strip().splitlines()[0]}")
+            log(f"drain {system.name} failed: {exc!r}")
         finally:
             system.close()
         if rates:
@@ -319,9 +319,9 @@ def scenario_latency(ctx: Context, names: list[str] | None = None) -> tuple[Tabl
                                 "delivery": str(result.delivery)})
                 log(f"latency {system.name} run {i + 1}: p50 {result.p(50):.2f} ms, "
                     f"p95 {result.p(95):.2f}, p99 {result.p(99):.2f} ({result.delivery})")
-        except BenchError as exc:
-            skipped.append(f"{system.name} failed: {exc}")
-            log(f"latency {system.name} failed: {exc}")
+        except Exception as exc:  # one system failing must not lose the others' figures
+            skipped.append(f"{system.name} failed: {str(exc).strip().splitlines()[0]}")
+            log(f"latency {system.name} failed: {exc!r}")
         finally:
             system.close()
         if per_run:

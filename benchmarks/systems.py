@@ -178,10 +178,18 @@ class Procrastinate(System):
             self._open = True
 
     def reset(self) -> None:
+        # Empty the tables rather than dropping the schema: procrastinate's connector
+        # caches the OIDs of its enum types, and a dropped schema would leave them stale.
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+            tables = [r[0] for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename LIKE 'procrastinate%'").fetchall()]
+            if tables:
+                conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables)
+                             + " RESTART IDENTITY CASCADE")
         self._ensure_open()
-        self.app.schema_manager.apply_schema()
+        if not tables:
+            self.app.schema_manager.apply_schema()
 
     def enqueue_bulk(self, numbers: Sequence[int], chunk: int = CHUNK) -> None:
         self._ensure_open()

@@ -524,3 +524,28 @@ def test_outcome_with_a_nul_character_does_not_wedge_the_completer(tq, worker_pr
     wait_until(lambda: status_of(tq, after) == "succeeded", 10, what="next outcome written")
     assert status_of(tq, bad) in ("succeeded", "failed")
     assert worker.stop() == 0
+
+
+# -- clocks: the worker's and the database's ---------------------------------------------------
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
+@pytest.mark.xfail(strict=True, reason=(
+    "worker.py + sql/worker.py: the next deferred job's run_at (a database timestamp) is "
+    "compared with the worker host's time.time(); with the worker's clock ahead by d, "
+    "each deferred job it cannot claim yet makes the loop claim and look up again in a "
+    "tight loop for d seconds (the forced look-up returns the same run_at). Fix: have "
+    "NEXT_DEFERRED return the wait in seconds on the database's clock "
+    "(extract(epoch FROM min(...) - clock_timestamp())) and COMPLETE's requeued rows "
+    "return run_at - clock_timestamp() likewise; the worker adds those to its own "
+    "time.time() (or time.monotonic()), so no two clocks are ever compared"))
+def test_worker_clock_ahead_of_the_database_does_not_spin(tq, worker_process):
+    worker = worker_process("apps.review_skewed:tq", "-c", "2", "--queue", "a", *FAST)
+    worker.wait_ready()
+    tq.enqueue("plain", queue="b", delay=4.0)  # deferred, in a queue this worker skips
+    before = _cpu_seconds(worker.pid)
+    deadline = time.monotonic() + 3.0
+    wait_until(lambda: time.monotonic() >= deadline, 5, what="3 seconds")
+    spent = _cpu_seconds(worker.pid) - before
+    assert spent < 0.5, f"worker used {spent:.2f}s of CPU in 3s while it had nothing to do"
+    assert worker.stop() == 0

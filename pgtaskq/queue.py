@@ -181,7 +181,7 @@ class TaskQueue:
             if dbapi.sqlstate(exc) == dbapi.UNDEFINED_TABLE:
                 raise SchemaNotInstalledError(
                     f"pgtaskq is not installed in schema {self.schema!r}: "
-                    "run 'pgtaskq install'"
+                    f"run '{schema_admin.admin_command(self.schema, 'install')}'"
                 ) from exc
             raise
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import psycopg
 
+from pgtaskq import defaults
 from pgtaskq._version import __version__
 from pgtaskq.errors import SchemaNotInstalledError, SchemaVersionError
 from pgtaskq.sql import migrations, render
@@ -82,12 +83,20 @@ def uninstall(conn: psycopg.Connection, schema: str) -> bool:
     return was_installed
 
 
+def admin_command(schema: str, command: str) -> str:
+    """The ``pgtaskq`` command line to suggest for ``schema`` (``--schema`` when needed)."""
+    if schema == defaults.SCHEMA:
+        return f"pgtaskq {command}"
+    return f"pgtaskq --schema {schema} {command}"
+
+
 def require_installed(conn: psycopg.Connection, schema: str) -> int:
     """Return the installed version, or raise the error that tells the user what to run."""
     version = installed_version(conn, schema)
     if version == 0:
         raise SchemaNotInstalledError(
-            f"pgtaskq is not installed in schema {schema!r}: run 'pgtaskq install'"
+            f"pgtaskq is not installed in schema {schema!r}: "
+            f"run '{admin_command(schema, 'install')}'"
         )
     if version > migrations.LATEST_VERSION:
         raise SchemaVersionError(
@@ -97,6 +106,6 @@ def require_installed(conn: psycopg.Connection, schema: str) -> int:
     if version < migrations.LATEST_VERSION:
         raise SchemaVersionError(
             f"schema {schema!r} is at version {version}, this pgtaskq needs "
-            f"{migrations.LATEST_VERSION}: run 'pgtaskq upgrade'"
+            f"{migrations.LATEST_VERSION}: run '{admin_command(schema, 'upgrade')}'"
         )
     return version

@@ -114,7 +114,7 @@ def test_dsn_and_schema_from_environment(pgtaskq_dsn: str, tq: TaskQueue) -> Non
 )
 def test_schema_not_installed(pgtaskq_dsn: str, bare_schema: str, args: tuple[str, ...]) -> None:
     result = invoke("--dsn", pgtaskq_dsn, "--schema", bare_schema, *args)
-    assert_user_error(result, "not installed", "run 'pgtaskq install'")
+    assert_user_error(result, "not installed", f"run 'pgtaskq --schema {bare_schema} install'")
 
 
 def test_schema_newer_than_code(run: Run, tq: TaskQueue, db: psycopg.Connection) -> None:
@@ -155,7 +155,7 @@ def test_uninstall_asks_and_keeps_tables_on_no(run: Run, tq: TaskQueue) -> None:
 def test_uninstall_on_yes_answer(run: Run, tq: TaskQueue) -> None:
     tq.enqueue("drop.me")
     assert "uninstalled" in ok(run("uninstall", input="y\n"))
-    assert_user_error(run("jobs"), "run 'pgtaskq install'")
+    assert_user_error(run("jobs"), f"run 'pgtaskq --schema {tq.schema} install'")
 
 
 def test_uninstall_with_yes_flag_twice(run: Run) -> None:

@@ -52,6 +52,7 @@ def test_console_script_user_error_is_one_line(pgtaskq_dsn: str, schema_name: st
     done = run(console_script(), "--dsn", pgtaskq_dsn, "--schema", schema_name, "show", "1")
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        f"Error: pgtaskq is not installed in schema '{schema_name}': run 'pgtaskq install'"
+        f"Error: pgtaskq is not installed in schema '{schema_name}': "
+        f"run 'pgtaskq --schema {schema_name} install'"
     ]
     assert done.stdout == ""

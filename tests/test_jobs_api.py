@@ -181,7 +181,7 @@ def test_errors_on_a_callers_connection_are_pgtaskq_errors(
         with pytest.raises(PgtaskqError, match="dedupe_key"):
             tq.retry(old, conn=conn)
         conn.rollback()
-        with pytest.raises(SchemaNotInstalledError, match="run 'pgtaskq install'"):
+        with pytest.raises(SchemaNotInstalledError, match=r"run 'pgtaskq --schema \S+ install'"):
             bare.enqueue("t", conn=conn)
         conn.rollback()
     finally:

@@ -193,7 +193,7 @@ def test_install_into_a_schema_with_user_tables(
 
 def test_check_installed_on_a_bare_schema(pgtaskq_dsn: str, new_schema: NewSchema) -> None:
     name = new_schema()
-    with pytest.raises(SchemaNotInstalledError, match="run 'pgtaskq install'"):
+    with pytest.raises(SchemaNotInstalledError, match=r"run 'pgtaskq --schema \S+ install'"):
         TaskQueue(pgtaskq_dsn, schema=name).check_installed()
 
 

@@ -456,8 +456,12 @@ def scenario_scale(ctx: Context) -> tuple[Table, dict]:
             f"max {max(m for _, m in rss):.0f} MiB, {rss[-1][1]:.0f} MiB at the end "
             f"({len(rss)} samples)")
     table.notes.append(f"{big:,}-job drain: {result.delivery}")
-    table.notes.append("claim plan at the start of the big drain: "
-                       + " → ".join(line.strip() for line in plan.splitlines()[:6]))
+    scans = [line.strip() for line in plan.splitlines()
+             if "Scan" in line or "Sort" in line or "Execution Time" in line]
+    table.notes.append(f"the claim at {big:,} queued (not analyzed), as the worker runs it: "
+                       + "; ".join(scans))
+    table.appendix = ("Claim plan at the start of the big drain (`EXPLAIN (ANALYZE, BUFFERS)` "
+                      "with the worker's planner settings):\n\n```\n" + plan + "\n```")
     return table, raw
 
 

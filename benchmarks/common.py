@@ -276,6 +276,8 @@ class Table:
     headers: list[str]
     rows: list[list[Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    appendix: str = ""
+    """Markdown after the notes (a query plan, say); not printed by ``text()``."""
 
     def markdown(self) -> str:
         lines = [f"### {self.title}", ""]
@@ -286,6 +288,8 @@ class Table:
         if self.notes:
             lines.append("")
             lines.extend(f"- {note}" for note in self.notes)
+        if self.appendix:
+            lines.extend(["", self.appendix.rstrip()])
         return "\n".join(lines) + "\n"
 
     def text(self) -> str:

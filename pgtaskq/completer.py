@@ -15,6 +15,7 @@ expires and the job runs again.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -22,6 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import psycopg
 
 from pgtaskq import defaults, rollup
 from pgtaskq.sql import render
@@ -55,6 +58,9 @@ class Outcome:
 
     @classmethod
     def _of(cls, job: HeldJob, kind: str, **fields: object) -> Outcome:
+        error = fields.get("error")
+        if isinstance(error, str) and "\x00" in error:  # PostgreSQL text cannot hold NUL
+            fields["error"] = error.replace("\x00", "\\x00")
         now = time.monotonic()
         run_ms = (now - job.running_since) * 1000 if job.running_since else 0.0
         wait_ms = max(0.0, (job.started_at - job.run_at).total_seconds() * 1000)
@@ -154,6 +160,17 @@ class Completer:
                 batch.append(item)
             try:
                 self._write(batch)
+            except psycopg.DataError as exc:
+                # One outcome PostgreSQL cannot store must not hold the batch hostage.
+                log.warning("a batch of %d job outcomes was refused (%s); writing them one "
+                            "by one", len(batch), _first_line(exc))
+                batch = self._write_separately(batch)
+                if batch:
+                    time.sleep(MAX_FLUSH_BACKOFF / 10)
+                    continue
+                if stopping:
+                    return
+                continue
             except Exception as exc:
                 failures += 1
                 pause = min(MAX_FLUSH_BACKOFF, 0.05 * 2**failures)
@@ -163,15 +180,43 @@ class Completer:
                 time.sleep(pause)
                 continue
             failures = 0
-            for outcome in batch:
-                self._held.release(outcome.job_id, outcome.attempt)
-            with self._idle:
-                self._pending -= len(batch)
-                self._idle.notify_all()
-            self.written += len(batch)
+            self._written(batch)
             batch = []
             if stopping:
                 return
+
+    def _written(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            self._held.release(outcome.job_id, outcome.attempt)
+        with self._idle:
+            self._pending -= len(outcomes)
+            self._idle.notify_all()
+        self.written += len(outcomes)
+
+    def _write_separately(self, batch: list[Outcome]) -> list[Outcome]:
+        """Write outcomes one at a time; one that is refused as data becomes a plain
+        ``failed`` outcome naming the reason. Returns those still unwritten (retried)."""
+        left: list[Outcome] = []
+        for outcome in batch:
+            try:
+                self._write([outcome])
+            except psycopg.DataError as exc:
+                replacement = dataclasses.replace(
+                    outcome, kind="failed", result=None, delay=None,
+                    error=f"pgtaskq could not store this attempt's outcome "
+                          f"({outcome.kind}): {_first_line(exc)}")
+                log.warning("job %d: outcome refused by PostgreSQL (%s); recorded as failed",
+                            outcome.job_id, _first_line(exc))
+                try:
+                    self._write([replacement])
+                except Exception:
+                    left.append(outcome)
+                    continue
+            except Exception:
+                left.append(outcome)
+                continue
+            self._written([outcome])
+        return left
 
     def _write(self, batch: list[Outcome]) -> None:
         params = {
@@ -192,3 +237,8 @@ class Completer:
             for kind, _job_id, run_at in rows:
                 if kind == "requeued" and run_at is not None:
                     self._on_requeued(run_at.timestamp())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -108,6 +108,9 @@ class Slots:
 
     def _run(self, job: HeldJob) -> Outcome:
         context = job.context
+        if context.cancel_requested and not context.timed_out:
+            # Cancelled while it waited for a slot (prefetched): never start it.
+            return Outcome.cancelled(job, "Cancelled: cancel requested before the job started")
         func = self._resolve(job.task)
         job.running_since = time.monotonic()
         set_current(context)
@@ -160,7 +163,9 @@ def _result_json(job: HeldJob, result: Any) -> str | None:
     if result is None:
         return None
     try:
-        return json.dumps(result, allow_nan=False)
+        text = json.dumps(result, allow_nan=False)
+        if "\\u0000" not in text:  # jsonb refuses NUL characters: keep the repr then
+            return text
     except Exception:
         log.warning("job %d (%s) returned a %s, which is not JSON-serialisable; "
                     "storing its repr", job.id, job.task, type(result).__name__)

@@ -13,6 +13,7 @@ Load it with ``-p pgtaskq.testing`` (pgtaskq's own suite does, in pyproject.toml
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -73,6 +74,7 @@ def pgtaskq_dsn() -> Iterator[str]:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
@@ -187,6 +189,13 @@ class WorkerProcess:
     def wait(self, timeout: float = 30.0) -> int:
         return self._reap(timeout)
 
+    def close(self) -> None:
+        """Kill the worker if it still runs and delete its log file (teardown)."""
+        if self.process.poll() is None:
+            self.kill()
+        self._log.close()
+        self.log_path.unlink(missing_ok=True)
+
     def _reap(self, timeout: float) -> int:
         try:
             code = self.process.wait(timeout)
@@ -213,5 +222,4 @@ def worker_process(
 
     yield start
     for worker in started:
-        if worker.process.poll() is None:
-            worker.kill()
+        worker.close()

@@ -3,6 +3,7 @@ starts itself, never the shared one) and ``pg_terminate_backend`` of its connect
 
 from __future__ import annotations
 
+import shutil
 import socket
 import tempfile
 import uuid
@@ -38,6 +39,7 @@ def private_server():
         yield server.get_uri(), restart
     finally:
         server.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def succeeded_count(conn, schema):
@@ -79,7 +81,7 @@ def test_postgres_restart_mid_drain(private_server):
         assert "failed" in worker.output() or "lost" in worker.output()  # it noticed
         assert worker.stop() == 0
     finally:
-        worker.kill()
+        worker.close()
 
 
 def test_terminated_connections_are_replaced(tq, db, worker_process):

@@ -264,3 +264,14 @@ def test_bad_app_is_a_one_line_error(tq, worker_process, app, message):
     output = worker.output()
     assert message in output
     assert "Traceback" not in output
+
+
+def test_outcome_refused_by_postgres_fails_that_job_only(tq, db, runs_table, worker_process):
+    worker = worker_process(APP, "-c", "1", *FAST)
+    worker.wait_ready()
+    bad = tq.enqueue("surrogate_result", max_attempts=1)
+    after = tq.enqueue("record", args=["after"])
+    wait_until(lambda: status_of(tq, after) == "succeeded", 15, what="next outcome written")
+    wait_until(lambda: status_of(tq, bad) == "failed", 10)
+    assert "could not store this attempt's outcome (succeeded)" in tq.get_job(bad).last_error
+    assert worker.stop() == 0

@@ -91,3 +91,8 @@ def system_exit():
 @tq.task(name="unserialisable")
 def unserialisable():
     return {1, 2, 3}
+
+
+@tq.task(name="surrogate_result", max_attempts=1)
+def surrogate_result():
+    return "\ud800"  # valid for json.dumps ("\\ud800"), refused by jsonb: a data error

@@ -234,9 +234,9 @@ class Completer:
         with self._pool.connection(timeout=5) as conn:
             rows = conn.execute(render(self._schema, worker_sql.COMPLETE), params).fetchall()
         if self._on_requeued is not None:
-            for kind, _job_id, run_at in rows:
-                if kind == "requeued" and run_at is not None:
-                    self._on_requeued(run_at.timestamp())
+            for kind, _job_id, seconds_until in rows:
+                if kind == "requeued" and seconds_until is not None:
+                    self._on_requeued(float(seconds_until))
 
 
 def _first_line(exc: BaseException) -> str:

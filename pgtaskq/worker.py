@@ -31,7 +31,6 @@ import signal
 import socket
 import threading
 import time
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
@@ -160,7 +159,7 @@ class Worker:
         self._backlog = False  # the last claim came back full
         self._wake_sent = False  # a slot has woken the main loop to refill; not yet served
         self._timed: dict[int, HeldJob] = {}  # held jobs with a timeout (main thread only)
-        self._next_deferred: float | None = None  # epoch seconds
+        self._next_deferred: float | None = None  # time.monotonic() when one comes due
         self._last_deferred_lookup = 0.0
         self._claim_failures = 0
         self._claim_not_before = 0.0
@@ -420,7 +419,7 @@ class Worker:
                 next_poll = now + self.poll_interval
             work_signalled = (
                 polled or events.reconnected or self._wanted(events)
-                or (self._next_deferred is not None and time.time() >= self._next_deferred)
+                or (self._next_deferred is not None and time.monotonic() >= self._next_deferred)
             )
             room = self._room() > 0
             if work_signalled and not room:
@@ -453,7 +452,7 @@ class Worker:
         if next_watchdog is not None:
             deadlines.append(next_watchdog)
         if self._next_deferred is not None and self._free() > 0:
-            deadlines.append(now + max(0.0, self._next_deferred - time.time()))
+            deadlines.append(max(now, self._next_deferred))
         deadlines.extend(d for d in (j.deadline for j in self._timed_jobs()) if d is not None)
         for timer in self._timers:
             due = timer.seconds_until_due()
@@ -532,7 +531,7 @@ class Worker:
             # another worker) must be forgotten now, or the loop would spin until the
             # rate-limited look-up runs again.
             self._lookup_deferred(force=self._next_deferred is not None
-                                  and self._next_deferred <= time.time())
+                                  and self._next_deferred <= time.monotonic())
 
     def _lookup_deferred(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -545,15 +544,18 @@ class Worker:
         except Exception as exc:
             log.debug("next deferred job look-up failed: %s", exc)
             return
-        run_at: datetime | None = row[0] if row else None
-        self._next_deferred = run_at.timestamp() if run_at is not None else None
+        seconds_until: float | None = row[0] if row else None
+        self._next_deferred = (
+            time.monotonic() + max(0.0, seconds_until) if seconds_until is not None else None)
 
-    def _note_deferred(self, epoch: float) -> None:
-        """Called by the completer when it requeued a job (a retry) due at ``epoch``."""
+    def _note_deferred(self, seconds_until: float) -> None:
+        """Called by the completer when it requeued a job (a retry) due in ``seconds_until``
+        (measured on the database's clock, so the hosts' clocks may disagree freely)."""
+        due = time.monotonic() + max(0.0, seconds_until)
         with self._lock:
-            if self._next_deferred is None or epoch < self._next_deferred:
-                self._next_deferred = epoch
-        if epoch <= time.time() + self.poll_interval and self._listener is not None:
+            if self._next_deferred is None or due < self._next_deferred:
+                self._next_deferred = due
+        if seconds_until <= self.poll_interval and self._listener is not None:
             self._listener.wake()
 
     def _resolve(self, task_name: str) -> Any:
@@ -648,6 +650,3 @@ def _claim_in_index_order(conn: psycopg.Connection, claim: str,
         conn.execute("COMMIT")
     return cursor.fetchall()
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)

@@ -73,16 +73,18 @@ WITH RECURSIVE priorities AS (
             ORDER BY j.priority DESC LIMIT 1), p.depth + 1
     FROM priorities p WHERE p.priority IS NOT NULL AND p.depth < 256
 )
-SELECT min((SELECT j.run_at FROM {schema}.jobs j
+SELECT extract(epoch FROM min((SELECT j.run_at FROM {schema}.jobs j
             WHERE j.status = 'queued' AND j.priority = p.priority AND j.run_at > now()
-            ORDER BY j.run_at LIMIT 1))
+            ORDER BY j.run_at LIMIT 1)) - clock_timestamp())::double precision
 FROM priorities p WHERE p.priority IS NOT NULL
 """
-"""The earliest future run_at: one index probe per distinct priority on ``jobs_ready``
-(a loose index scan), so it stays cheap with a million queued jobs and needs no index of
-its own. Only the 256 highest distinct priorities are looked at: with a million distinct
-priorities the walk took 6.6 s, at every poll, in the worker's main thread. A deferred job
-below them is still claimed by the next poll (it only does not wake the worker early)."""
+"""Seconds until the earliest future run_at, on the database's clock (the worker adds them to
+its own monotonic clock: two hosts' clocks are never compared). One index probe per distinct
+priority on ``jobs_ready`` (a loose index scan), so it stays cheap with a million queued
+jobs and needs no index of its own. Only the 256 highest distinct priorities are looked at:
+with a million distinct priorities the walk took 6.6 s, at every poll, in the worker's main
+thread. A deferred job below them is still claimed by the next poll (it only does not wake
+the worker early)."""
 
 COMPLETE = """
 WITH outcome AS (
@@ -177,7 +179,8 @@ WITH outcome AS (
             FROM unnest(s.run_ms_histogram, excluded.run_ms_histogram)
                  WITH ORDINALITY AS t(x, y, i) ORDER BY i)
 )
-SELECT 'requeued', id, run_at FROM requeued
+SELECT 'requeued', id,
+       extract(epoch FROM run_at - clock_timestamp())::double precision FROM requeued
 UNION ALL
 SELECT 'archived', id, NULL FROM archived
 """

@@ -121,7 +121,8 @@ def test_single_enqueue_on_a_missing_schema_says_install(pgtaskq_dsn: str) -> No
 
     bare = TaskQueue(pgtaskq_dsn, schema="pgtaskq_never_installed")
     try:
-        with pytest.raises(SchemaNotInstalledError, match="pgtaskq install"):
+        hint = "pgtaskq --schema pgtaskq_never_installed install"
+        with pytest.raises(SchemaNotInstalledError, match=hint):
             bare.enqueue("t")
     finally:
         bare.close()

@@ -140,8 +140,9 @@ def check(dsn, schema, *args):
 
 
 def test_check_exit_codes(tq, db, pgtaskq_dsn, worker_process):
-    missing = check(pgtaskq_dsn, f"missing_{uuid.uuid4().hex[:8]}")
-    assert missing.exit_code == 1 and "pgtaskq install" in missing.stderr
+    absent = f"missing_{uuid.uuid4().hex[:8]}"
+    missing = check(pgtaskq_dsn, absent)
+    assert missing.exit_code == 1 and f"pgtaskq --schema {absent} install" in missing.stderr
 
     no_worker = check(pgtaskq_dsn, tq.schema)
     assert no_worker.exit_code == 1

@@ -286,7 +286,8 @@ def test_stats_user_errors_are_one_line(pgtaskq_dsn, schema_name):
     result = CliRunner().invoke(cli, ["--dsn", pgtaskq_dsn, "--schema", schema_name,
                                       "stats"])
     assert result.exit_code == 1
-    assert result.stderr.strip().count("\n") == 0 and "pgtaskq install" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    assert f"pgtaskq --schema {schema_name} install" in result.stderr
 
 
 def test_watch_survives_a_killed_connection(tq, db, pgtaskq_dsn):

@@ -9,6 +9,8 @@ same time without waiting on one another.
 
 from __future__ import annotations
 
+from pgtaskq.sql import fragments
+
 PRUNE_HISTORY = """
 WITH doomed AS (
     SELECT id FROM {schema}.job_history
@@ -74,19 +76,7 @@ WITH picked AS (
            coalesce(h.wait, '{{}}'), coalesce(h.run, '{{}}')
     FROM counts c LEFT JOIN histograms h USING (minute, queue, task)
     ORDER BY c.minute, c.queue, c.task
-    ON CONFLICT (minute, queue, task, worker_id) DO UPDATE
-    SET succeeded = s.succeeded + excluded.succeeded,
-        failed = s.failed + excluded.failed,
-        retried = s.retried + excluded.retried,
-        cancelled = s.cancelled + excluded.cancelled,
-        wait_ms_histogram = ARRAY(
-            SELECT coalesce(x, 0) + coalesce(y, 0)
-            FROM unnest(s.wait_ms_histogram, excluded.wait_ms_histogram)
-                 WITH ORDINALITY AS t(x, y, i) ORDER BY i),
-        run_ms_histogram = ARRAY(
-            SELECT coalesce(x, 0) + coalesce(y, 0)
-            FROM unnest(s.run_ms_histogram, excluded.run_ms_histogram)
-                 WITH ORDINALITY AS t(x, y, i) ORDER BY i)
+""" + fragments.MERGE_ROLLUP + """
 )
 SELECT count(*) FROM moved
 """

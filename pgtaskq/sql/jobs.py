@@ -9,6 +9,8 @@ Statements that the worker runs (claim, complete, heartbeat, rescue) are in ``wo
 
 from __future__ import annotations
 
+from pgtaskq.sql import fragments
+
 JOB_COLUMNS = """
     id, task, queue, status, args, kwargs, priority, attempts, max_attempts, run_at,
     created_at, started_at, NULL::timestamptz AS finished_at, last_error, NULL::jsonb AS result,
@@ -92,13 +94,7 @@ WITH input AS (
 
 _ENQUEUE_MANY_WAKE = """
 ), wake AS (
-    -- one NOTIFY per ~7000 bytes of queue names: a payload of 8000 bytes or more makes
-    -- pg_notify raise, which failed the whole enqueue (hundreds of per-tenant queues)
-    SELECT pg_notify(%(channel)s, 'q:' || string_agg(queue, ',' ORDER BY queue))
-    FROM (SELECT queue, sum(octet_length(queue) + 1) OVER (ORDER BY queue) / 7000 AS chunk
-          FROM (SELECT DISTINCT queue FROM new_jobs WHERE run_at <= now()) AS runnable
-         ) AS chunked
-    GROUP BY chunk
+""" + fragments.notify_queues("new_jobs WHERE run_at <= now()") + """
 )
 """
 

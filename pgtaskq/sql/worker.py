@@ -15,6 +15,8 @@ is incremented by the claim, so it doubles as the lease's fencing token.
 
 from __future__ import annotations
 
+from pgtaskq.sql import fragments
+
 CLAIM_RETURNING = """
 RETURNING j.id, j.task, j.queue, j.args, j.kwargs, j.priority, j.attempts, j.max_attempts,
           j.run_at, j.started_at
@@ -164,20 +166,7 @@ WITH outcome AS (
     FROM owned
     WHERE (SELECT count(*) FROM owned WHERE NOT overridden) <> %(batch_size)s
     GROUP BY queue, task
-    ON CONFLICT (minute, queue, task, worker_id) DO UPDATE
-    SET succeeded = s.succeeded + excluded.succeeded,
-        failed = s.failed + excluded.failed,
-        retried = s.retried + excluded.retried,
-        cancelled = s.cancelled + excluded.cancelled,
-        -- element-wise sums, inline: measured cheaper than calling a SQL function
-        wait_ms_histogram = ARRAY(
-            SELECT coalesce(x, 0) + coalesce(y, 0)
-            FROM unnest(s.wait_ms_histogram, excluded.wait_ms_histogram)
-                 WITH ORDINALITY AS t(x, y, i) ORDER BY i),
-        run_ms_histogram = ARRAY(
-            SELECT coalesce(x, 0) + coalesce(y, 0)
-            FROM unnest(s.run_ms_histogram, excluded.run_ms_histogram)
-                 WITH ORDINALITY AS t(x, y, i) ORDER BY i)
+""" + fragments.MERGE_ROLLUP + """
 )
 SELECT 'requeued', id,
        extract(epoch FROM run_at - clock_timestamp())::double precision FROM requeued
@@ -268,12 +257,7 @@ WITH expired AS MATERIALIZED (
         retried = s.retried + excluded.retried,
         cancelled = s.cancelled + excluded.cancelled
 ), wake AS (
-    -- one NOTIFY per ~7000 bytes of queue names (pg_notify raises at 8000 bytes, which
-    -- failed every rescue of a batch spanning a few hundred queues)
-    SELECT pg_notify(%(channel)s, 'q:' || string_agg(queue, ',' ORDER BY queue))
-    FROM (SELECT queue, sum(octet_length(queue) + 1) OVER (ORDER BY queue) / 7000 AS chunk
-          FROM (SELECT DISTINCT queue FROM requeued) AS d) AS chunked
-    GROUP BY chunk
+""" + fragments.notify_queues("requeued") + """
 )
 SELECT 'requeued', id FROM requeued, (SELECT count(*) FROM wake) AS notified
 UNION ALL
@@ -320,11 +304,7 @@ WITH held AS (
     ON CONFLICT (minute, queue, task, worker_id) DO UPDATE
     SET cancelled = s.cancelled + excluded.cancelled
 ), wake AS (
-    -- one NOTIFY per ~7000 bytes of queue names (pg_notify raises at 8000 bytes)
-    SELECT pg_notify(%(channel)s, 'q:' || string_agg(queue, ',' ORDER BY queue))
-    FROM (SELECT queue, sum(octet_length(queue) + 1) OVER (ORDER BY queue) / 7000 AS chunk
-          FROM (SELECT DISTINCT queue FROM returned WHERE run_at <= now()) AS d) AS chunked
-    GROUP BY chunk
+""" + fragments.notify_queues("returned WHERE run_at <= now()") + """
 )
 SELECT id FROM returned, (SELECT count(*) FROM wake) AS notified
 UNION ALL

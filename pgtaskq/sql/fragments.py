@@ -1,0 +1,41 @@
+"""SQL pieces that several statements share, so each rule is written once.
+
+They are plain text spliced into the statement templates of the sibling modules (still
+rendered through :func:`pgtaskq.sql.render`, so ``{schema}`` and ``%(name)s`` work here too).
+"""
+
+from __future__ import annotations
+
+NOTIFY_PAYLOAD_CHUNK = 7000
+"""Bytes of queue names per NOTIFY: ``pg_notify`` raises at 8000, which used to fail a whole
+enqueue, rescue or hand-back spanning a few hundred (per-tenant) queues."""
+
+
+def notify_queues(queues: str) -> str:
+    """A SELECT that sends ``q:<queue>,...`` wake-ups for the rows of ``queues`` (a
+    subquery yielding a ``queue`` column), one NOTIFY per ~7000 bytes of distinct names."""
+    return f"""
+    SELECT pg_notify(%(channel)s, 'q:' || string_agg(queue, ',' ORDER BY queue))
+    FROM (SELECT queue,
+                 sum(octet_length(queue) + 1) OVER (ORDER BY queue)
+                     / {NOTIFY_PAYLOAD_CHUNK} AS chunk
+          FROM (SELECT DISTINCT queue FROM {queues}) AS distinct_queues) AS chunked
+    GROUP BY chunk"""
+
+
+MERGE_ROLLUP = """
+    ON CONFLICT (minute, queue, task, worker_id) DO UPDATE
+    SET succeeded = s.succeeded + excluded.succeeded,
+        failed = s.failed + excluded.failed,
+        retried = s.retried + excluded.retried,
+        cancelled = s.cancelled + excluded.cancelled,
+        -- element-wise sums, inline: measured cheaper than calling a SQL function
+        wait_ms_histogram = ARRAY(
+            SELECT coalesce(x, 0) + coalesce(y, 0)
+            FROM unnest(s.wait_ms_histogram, excluded.wait_ms_histogram)
+                 WITH ORDINALITY AS t(x, y, i) ORDER BY i),
+        run_ms_histogram = ARRAY(
+            SELECT coalesce(x, 0) + coalesce(y, 0)
+            FROM unnest(s.run_ms_histogram, excluded.run_ms_histogram)
+                 WITH ORDINALITY AS t(x, y, i) ORDER BY i)"""
+"""Add a row into an existing ``stats_minute AS s`` row: counts and histograms summed."""

@@ -104,10 +104,13 @@ class Pgtaskq(System):
 class Pgqueuer(System):
     name = "pgqueuer"
     package = "pgqueuer"
-    settings = ("defaults: `pgqueuer.run(factory)`, the API twin of `pgq run` (asyncio, "
-                "batch_size 10, no per-process task cap), async entrypoint")
+    settings = ("`pgqueuer.run(factory)`, the API twin of `pgq run`, with its defaults "
+                "(asyncio, batch_size 10, no per-process task cap), an async entrypoint and "
+                "the asyncpg driver its docs recommend for throughput")
 
     def __init__(self, server: str) -> None:
+        import asyncpg  # noqa: F401 - the worker app needs it: fail here, not in the worker
+
         self.dsn = database(server, "bench_pgqueuer")
         self._loop = asyncio.new_event_loop()
         self._conn: Any = None

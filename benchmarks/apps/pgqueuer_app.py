@@ -1,7 +1,7 @@
 """pgqueuer side: ``python -m benchmarks.apps.pgqueuer_app``.
 
 An async entrypoint (pgqueuer's native kind: it runs on the event loop, no thread hop) with
-the shared body. The DSN is ``$PGQUEUER_BENCH_DSN``.
+the shared body, on the asyncpg driver. The DSN is ``$PGQUEUER_BENCH_DSN``.
 """
 
 from __future__ import annotations
@@ -10,17 +10,23 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import psycopg
-from pgqueuer import Job, PgQueuer, PsycopgDriver
+import asyncpg
+from pgqueuer import AsyncpgDriver, Job, PgQueuer
+from psycopg.conninfo import conninfo_to_dict
 
 from benchmarks import body
 
 
 @asynccontextmanager
 async def create_pgqueuer() -> AsyncIterator[PgQueuer]:
-    conn = await psycopg.AsyncConnection.connect(os.environ["PGQUEUER_BENCH_DSN"],
-                                                 autocommit=True)
-    pgq = PgQueuer(PsycopgDriver(conn))
+    # asyncpg: pgqueuer's documentation recommends it for throughput (about twice the
+    # jobs/s of its psycopg driver in their own benchmark).
+    params = conninfo_to_dict(os.environ["PGQUEUER_BENCH_DSN"])
+    conn = await asyncpg.connect(
+        host=params.get("host"), port=int(params.get("port") or 5432),
+        user=params.get("user"), password=params.get("password"),
+        database=params.get("dbname"))
+    pgq = PgQueuer(AsyncpgDriver(conn))
 
     @pgq.entrypoint("record")
     async def record(job: Job) -> None:

@@ -332,8 +332,12 @@ def write_section(key: str, markdown: str, path: Path = RESULTS_MD) -> None:
     block = f"{begin}\n{markdown.rstrip()}\n{end}"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    last = "<!-- BEGIN bench:machine -->"
     if pattern.search(text):
         text = pattern.sub(lambda _: block, text)
+    elif last in text and key != "bench:machine":  # the machine section stays last
+        at = text.index(last)
+        text = text[:at] + block + "\n\n" + text[at:]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text if text.endswith("\n") else text + "\n")

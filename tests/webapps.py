@@ -8,8 +8,11 @@ HTTP to them; they wait with deadlines, never with bare sleeps.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,12 +41,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@functools.cache
+def _log_directory() -> str:
+    """One temporary directory for every Service log of this test run, removed at exit
+    (logs are read after a service stops, so they cannot go with ``stop()``)."""
+    directory = tempfile.mkdtemp(prefix="pgtaskq-web-logs-")
+    atexit.register(shutil.rmtree, directory, True)
+    return directory
+
+
 class Service:
     """A subprocess whose output goes to a file (a chatty process never blocks on a pipe)."""
 
     def __init__(self, argv: Sequence[str], env: dict[str, str], cwd: Path) -> None:
         self.argv = list(argv)
-        self.log_path = Path(tempfile.mkstemp(prefix="pgtaskq-web-", suffix=".log")[1])
+        self.log_path = Path(tempfile.mkstemp(prefix="pgtaskq-web-", suffix=".log",
+                                              dir=_log_directory())[1])
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             self.argv,

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from pgtaskq import defaults, rollup
+from pgtaskq.errors import first_line
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 
@@ -163,7 +164,7 @@ class Completer:
             except psycopg.DataError as exc:
                 # One outcome PostgreSQL cannot store must not hold the batch hostage.
                 log.warning("a batch of %d job outcomes was refused (%s); writing them one "
-                            "by one", len(batch), _first_line(exc))
+                            "by one", len(batch), first_line(exc))
                 batch = self._write_separately(batch)
                 if batch:
                     time.sleep(MAX_FLUSH_BACKOFF / 10)
@@ -176,7 +177,7 @@ class Completer:
                 pause = min(MAX_FLUSH_BACKOFF, 0.05 * 2**failures)
                 log.warning("could not write %d job outcomes (attempt %d, retrying in "
                             "%.2fs): %s", len(batch), failures, pause,
-                            str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+                            first_line(exc))
                 time.sleep(pause)
                 continue
             failures = 0
@@ -204,9 +205,9 @@ class Completer:
                 replacement = dataclasses.replace(
                     outcome, kind="failed", result=None, delay=None,
                     error=f"pgtaskq could not store this attempt's outcome "
-                          f"({outcome.kind}): {_first_line(exc)}")
+                          f"({outcome.kind}): {first_line(exc)}")
                 log.warning("job %d: outcome refused by PostgreSQL (%s); recorded as failed",
-                            outcome.job_id, _first_line(exc))
+                            outcome.job_id, first_line(exc))
                 try:
                     self._write([replacement])
                 except Exception:
@@ -237,8 +238,3 @@ class Completer:
             for kind, _job_id, seconds_until in rows:
                 if kind == "requeued" and seconds_until is not None:
                     self._on_requeued(float(seconds_until))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

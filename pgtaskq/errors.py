@@ -7,6 +7,15 @@ path users import from, not the private module that defines it.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type name when it has none.
+
+    libpq messages carry DETAIL/HINT lines; a log line or a CLI error wants only the first.
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class PgtaskqError(Exception):
     """Base class of every error pgtaskq raises on purpose."""
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
+from pgtaskq.errors import first_line
+
 log = logging.getLogger("pgtaskq.worker")
 
 RECONNECT_BACKOFF_MAX = 10.0
@@ -87,7 +89,7 @@ class Listener:
             delay = min(RECONNECT_BACKOFF_MAX, 0.2 * 2**self._failures)
             self._next_attempt = time.monotonic() + delay
             log.warning("LISTEN failed (%s); polling, next try in %.1fs",
-                        str(exc).strip().splitlines()[0] if str(exc).strip() else exc, delay)
+                        first_line(exc), delay)
             return False
         if self._failures:
             log.info("LISTEN connection restored")
@@ -135,7 +137,7 @@ class Listener:
                 self._parse(notify.payload, events)
         except psycopg.Error as exc:
             log.warning("LISTEN connection lost (%s); polling until it is back",
-                        str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+                        first_line(exc))
             self._drop()
 
     @staticmethod

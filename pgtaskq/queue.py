@@ -28,6 +28,7 @@ from pgtaskq.errors import (
     DatabaseUnavailableError,
     PgtaskqError,
     SchemaNotInstalledError,
+    first_line,
 )
 from pgtaskq.job import Job
 from pgtaskq.pool import LivenessCheck, open_pool
@@ -116,10 +117,10 @@ class TaskQueue:
             return psycopg.connect(self.conninfo, autocommit=autocommit, **kwargs)
         except psycopg.ProgrammingError as exc:
             # libpq could not parse the DSN itself (``missing "=" after ...``).
-            raise ConfigurationError(f"invalid DSN: {_first_line(exc)}") from exc
+            raise ConfigurationError(f"invalid DSN: {first_line(exc)}") from exc
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailableError(
-                f"cannot connect to PostgreSQL: {_first_line(exc)}"
+                f"cannot connect to PostgreSQL: {first_line(exc)}"
             ) from exc
 
     @property
@@ -569,8 +570,3 @@ def _id_array(value: Any) -> list[int]:
     if isinstance(value, str):  # a driver that does not parse bigint[] returns '{1,2}'
         return [int(part) for part in value.strip("{}").split(",")]
     return value if type(value) is list else [int(job_id) for job_id in value]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 from psycopg import sql
 
 from pgtaskq.cron import RUN_ONCE, Schedule
+from pgtaskq.errors import first_line
 from pgtaskq.sql import cron as cron_sql
 from pgtaskq.sql import render
 
@@ -124,9 +125,7 @@ class CronScheduler:
             self._failures += 1
             pause = min(ERROR_BACKOFF_MAX, ERROR_BACKOFF_MIN * 2 ** (self._failures - 1))
             self._not_before = self._clock() + pause
-            text = str(exc).strip()
-            log.warning("cron scheduler: %s (next attempt in %.1fs)",
-                        text.splitlines()[0] if text else type(exc).__name__, pause)
+            log.warning("cron scheduler: %s (next attempt in %.1fs)", first_line(exc), pause)
             return
         if self._failures:
             log.info("cron scheduler works again")

@@ -17,17 +17,15 @@ from typing import Any, TypeVar
 import click
 import psycopg
 
-from pgtaskq.errors import PgtaskqError
+from pgtaskq.errors import PgtaskqError, first_line
 from pgtaskq.queue import TaskQueue
 from pgtaskq.sql import validate_schema_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def one_line(exc: BaseException) -> str:
-    """The first line of an exception's message (libpq adds detail lines we drop)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+one_line = first_line
+"""The first line of an exception's message (libpq adds detail lines we drop)."""
 
 
 class CliContext:

@@ -34,12 +34,13 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
+from psycopg import sql
 
 from pgtaskq import defaults, embedded, systemd
 from pgtaskq._version import __version__
 from pgtaskq.completer import Completer, Outcome
 from pgtaskq.context import JobContext
-from pgtaskq.errors import ConfigurationError
+from pgtaskq.errors import ConfigurationError, first_line
 from pgtaskq.heartbeat import Heartbeat
 from pgtaskq.held import HeldJob, HeldJobs
 from pgtaskq.listener import Events, Listener
@@ -71,6 +72,18 @@ stops leasing. Without this bound a worker whose jobs finish faster than its com
 writes them keeps leasing: the finished-but-running rows pile up (14,000 in a 20,000-job
 drain), every COMPLETE and heartbeat then works through all of them, and acknowledgements
 fell to ~100 jobs/s for a minute after the jobs themselves had run."""
+VACUUM_AFTER_CLAIMS = 50_000
+"""Jobs this worker leases between two ``VACUUM (SKIP_LOCKED)`` runs on the jobs table.
+
+Every claimed row leaves a dead entry at the head of the ready index, and each claim steps
+over all of them until VACUUM removes them; autovacuum looks at a table about once a
+minute (never, where it is off). Draining 1,000,000 jobs on PostgreSQL's defaults, the
+rate fell from ~12,000 jobs/s to 8,287 half-way and 7,654 at the end (1,258 with
+autovacuum off); with this VACUUM every 50,000 claims it was 13,956 / 12,486 / 13,615 at
+the start, middle and end (every 100,000: 14,653 / 12,117 / 8,189), and the whole drain
+took half the time. SKIP_LOCKED: a worker never waits for another's, nor for autovacuum."""
+VACUUM_MIN_INTERVAL = 5.0
+"""Least seconds between two such VACUUMs by one worker."""
 HAND_BACK_DELAY = 1.0
 """Jobs still running at the end of the grace period go back with this delay, so no other
 worker starts them while this process's threads may still be inside them."""
@@ -164,6 +177,9 @@ class Worker:
         self._claim_failures = 0
         self._claim_not_before = 0.0
         self._listener: Listener | None = None
+        self._claimed_since_vacuum = 0
+        self._last_vacuum = 0.0
+        self._vacuuming = threading.Event()  # set while a VACUUM thread runs
 
     # -- public -------------------------------------------------------------------------
 
@@ -308,7 +324,7 @@ class Worker:
                     timer.run_due()
             except Exception as exc:
                 log.warning("%s failed: %s", type(timer).__name__,
-                            str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+                            first_line(exc))
 
     def _shutdown(self) -> None:
         systemd.notify("STOPPING=1")
@@ -502,7 +518,7 @@ class Worker:
             self._claim_not_before = time.monotonic() + pause
             log.warning("leasing jobs failed (attempt %d, next in %.1fs): %s",
                         self._claim_failures, pause,
-                        str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+                        first_line(exc))
             return
         if self._claim_failures:
             log.info("leasing jobs works again")
@@ -511,6 +527,9 @@ class Worker:
         with self._lock:
             self._outstanding += len(rows)
             self._backlog = len(rows) == limit
+        self._claimed_since_vacuum += len(rows)
+        if self._claimed_since_vacuum >= VACUUM_AFTER_CLAIMS:
+            self._vacuum_jobs()
         for row in rows:
             job_id, task, queue, args, kwargs, priority, attempt, max_attempts, run_at, \
                 started_at = row
@@ -532,6 +551,30 @@ class Worker:
             # rate-limited look-up runs again.
             self._lookup_deferred(force=self._next_deferred is not None
                                   and self._next_deferred <= time.monotonic())
+
+    def _vacuum_jobs(self) -> None:
+        """Start ``VACUUM (SKIP_LOCKED)`` of the jobs table in a thread of its own (it may
+        take a second on a big table; the main loop never waits for it)."""
+        now = time.monotonic()
+        if self._vacuuming.is_set() or now - self._last_vacuum < VACUUM_MIN_INTERVAL:
+            return
+        self._claimed_since_vacuum = 0
+        self._last_vacuum = now
+        self._vacuuming.set()
+        statement = sql.SQL("VACUUM (SKIP_LOCKED) {}.jobs").format(
+            sql.Identifier(self.tq.schema))
+
+        def run() -> None:
+            try:
+                with psycopg.connect(self.tq.conninfo, autocommit=True, connect_timeout=5,
+                                     application_name=self.application_name) as conn:
+                    conn.execute(statement)
+            except Exception as exc:  # maintenance only: the next one may work
+                log.debug("VACUUM of the jobs table failed: %s", exc)
+            finally:
+                self._vacuuming.clear()
+
+        threading.Thread(target=run, name="pgtaskq-vacuum", daemon=True).start()
 
     def _lookup_deferred(self, force: bool = False) -> None:
         now = time.monotonic()

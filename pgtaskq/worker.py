@@ -468,7 +468,8 @@ class Worker:
         if next_watchdog is not None:
             deadlines.append(next_watchdog)
         if self._next_deferred is not None and self._free() > 0:
-            deadlines.append(max(now, self._next_deferred))
+            # never before a failed claim's backoff ends (a due deferred job would spin)
+            deadlines.append(max(now, self._next_deferred, self._claim_not_before))
         deadlines.extend(d for d in (j.deadline for j in self._timed_jobs()) if d is not None)
         for timer in self._timers:
             due = timer.seconds_until_due()

@@ -533,3 +533,25 @@ def test_worker_clock_ahead_of_the_database_does_not_spin(tq, worker_process):
     spent = _cpu_seconds(worker.pid) - before
     assert spent < 0.5, f"worker used {spent:.2f}s of CPU in 3s while it had nothing to do"
     assert worker.stop() == 0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
+def test_due_deferred_job_during_claim_backoff_does_not_spin(tq, db, worker_process):
+    """A deferred job coming due while claims fail (the database is away) made the loop's
+    timeout 0 for the whole backoff: the due time was a deadline, the backoff was not."""
+    create_runs_table(db, tq.schema)
+    # enqueued first: the worker's first (short) claim looks up when it comes due
+    tq.enqueue("record", args=["later"], delay=2.0)
+    worker = worker_process(APP, "-c", "1", *FAST)
+    worker.wait_ready()
+    db.execute(f'ALTER TABLE "{tq.schema}".jobs RENAME TO jobs_away')  # claims now fail
+    try:
+        wait_until(lambda: "leasing jobs failed" in worker.output(), 10, what="failed claim")
+        before = _cpu_seconds(worker.pid)
+        deadline = time.monotonic() + 2.0
+        wait_until(lambda: time.monotonic() >= deadline, 5, what="2 seconds")
+        spent = _cpu_seconds(worker.pid) - before
+    finally:
+        db.execute(f'ALTER TABLE "{tq.schema}".jobs_away RENAME TO jobs')
+    assert spent < 0.5, f"worker used {spent:.2f}s of CPU in 2s while backing off"
+    assert worker.stop() == 0

@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
 def _machine_markdown(info: dict[str, Any], args: argparse.Namespace,
                       names: list[str]) -> str:
     pg = info["postgresql"]
-    packages = common.versions(["pgtaskq", "psycopg", "pgqueuer", "procrastinate", "celery",
-                                "rq", "dramatiq", "huey", "redis", "kombu"])
+    packages = common.versions(["pgtaskq", "psycopg", "pgqueuer", "asyncpg", "procrastinate",
+                                "celery", "rq", "dramatiq", "huey", "redis", "kombu"])
     command = "python -m benchmarks" + (" --quick" if args.quick else "") + "".join(
         f" --scenario {n}" for n in (args.scenario or []))
     return "\n".join([
@@ -165,8 +165,8 @@ def _machine_markdown(info: dict[str, Any], args: argparse.Namespace,
         f"- PostgreSQL {pg['server_version']}: fsync {pg['fsync']}, synchronous_commit "
         f"{pg['synchronous_commit']}, shared_buffers {pg['shared_buffers']}, "
         f"max_connections {pg['max_connections']}, autovacuum {pg['autovacuum']} (as the "
-        "server was found; the harness changes no setting; bloat and chaos run on an "
-        "embedded server with PostgreSQL's defaults)",
+        "server was found; the harness changes no setting; scale, bloat and chaos run on "
+        "an embedded server with PostgreSQL's defaults)",
         "- " + ", ".join(f"{k} {v}" for k, v in packages.items()),
         f"- scenarios in this run: {', '.join(names)}",
     ]) + "\n"

@@ -74,9 +74,15 @@ def test_sigterm_stops_the_server_of_its_last_user(tmp_path: Path) -> None:
     watcher = subprocess.Popen([sys.executable, "-m", "pgtaskq", "--dsn", dsn, "stats",
                                 "--watch", "0.2"], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    wait_until(lambda: postmaster_pid(pgdata), 30, what="server up")
-    # signal it once it has joined (is a registered user of) the server
-    wait_until(lambda: watcher.pid in registered_users(pgdata), 30, what="watcher registered")
-    watcher.send_signal(signal.SIGTERM)
-    assert watcher.wait(30) == 128 + signal.SIGTERM
+    try:
+        wait_until(lambda: postmaster_pid(pgdata), 30, what="server up")
+        # signal it once it has joined (is a registered user of) the server
+        wait_until(lambda: watcher.pid in registered_users(pgdata), 30,
+                   what="watcher registered")
+        watcher.send_signal(signal.SIGTERM)
+        assert watcher.wait(30) == 128 + signal.SIGTERM
+    finally:
+        if watcher.poll() is None:  # a failed assertion must not leave it running
+            watcher.kill()
+            watcher.wait(10)
     wait_until(lambda: postmaster_pid(pgdata) is None, 30, what="server stopped")

@@ -43,6 +43,7 @@ from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 from tabulate import tabulate
 
+from benchmarks.common import log, server_dsn
 from pgtaskq import TaskQueue
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,24 +113,7 @@ it are stricter: what one client could do at best with one round trip."""
 BULK_CEILING = "insert100"
 
 
-def log(message: str) -> None:
-    """Progress on stderr, so stdout stays the table."""
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-# -- server -------------------------------------------------------------------------------
-
-
-def server_dsn() -> str:
-    """``$PGTASKQ_BENCH_DSN``, else an embedded PostgreSQL kept in .pgtaskq-bench."""
-    dsn = os.environ.get("PGTASKQ_BENCH_DSN")
-    if dsn:
-        return dsn
-    from pgtaskq import embedded
-
-    path = ROOT / ".pgtaskq-bench"
-    log(f"PGTASKQ_BENCH_DSN is not set: using an embedded PostgreSQL in {path}")
-    return embedded.start(f"embedded:{path}")
+# -- server: benchmarks.common.server_dsn ----------------------------------------------
 
 
 def bench_database(dsn: str) -> str:

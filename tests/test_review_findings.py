@@ -246,16 +246,21 @@ def _cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_used_over(pid, seconds):
+    """CPU seconds process ``pid`` uses during the next ``seconds`` of wall time."""
+    before = _cpu_seconds(pid)
+    deadline = time.monotonic() + seconds
+    wait_until(lambda: time.monotonic() >= deadline, 5, what=f"{seconds} seconds")
+    return _cpu_seconds(pid) - before
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
 def test_deferred_jobs_of_other_queues_do_not_make_the_worker_spin(tq, db, worker_process):
     create_runs_table(db, tq.schema)
     worker = worker_process(APP, "-c", "2", "--queue", "a", *FAST)
     worker.wait_ready()
     tq.enqueue_many("noop", [{"queue": "b", "delay": 0.1 * n} for n in range(1, 31)])
-    before = _cpu_seconds(worker.pid)
-    deadline = time.monotonic() + 3.0
-    wait_until(lambda: time.monotonic() >= deadline, 5, what="3 seconds")
-    spent = _cpu_seconds(worker.pid) - before
+    spent = _cpu_used_over(worker.pid, 3.0)
     assert spent < 0.5, f"worker used {spent:.2f}s of CPU in 3s while it had nothing to do"
     assert worker.stop() == 0
 
@@ -272,10 +277,7 @@ def test_claim_backoff_does_not_spin(tq, db, worker_process):
     try:
         wait_until(lambda: "leasing jobs failed" in worker.output(), 10,
                    what="a failed claim")
-        before = _cpu_seconds(worker.pid)
-        deadline = time.monotonic() + 2.0
-        wait_until(lambda: time.monotonic() >= deadline, 5, what="2 seconds")
-        spent = _cpu_seconds(worker.pid) - before
+        spent = _cpu_used_over(worker.pid, 2.0)
     finally:
         db.execute(f'ALTER TABLE "{tq.schema}".jobs_away RENAME TO jobs')
     assert spent < 0.5, f"worker used {spent:.2f}s of CPU in 2s while backing off"
@@ -527,10 +529,7 @@ def test_worker_clock_ahead_of_the_database_does_not_spin(tq, worker_process):
     worker = worker_process("apps.review_skewed:tq", "-c", "2", "--queue", "a", *FAST)
     worker.wait_ready()
     tq.enqueue("plain", queue="b", delay=4.0)  # deferred, in a queue this worker skips
-    before = _cpu_seconds(worker.pid)
-    deadline = time.monotonic() + 3.0
-    wait_until(lambda: time.monotonic() >= deadline, 5, what="3 seconds")
-    spent = _cpu_seconds(worker.pid) - before
+    spent = _cpu_used_over(worker.pid, 3.0)
     assert spent < 0.5, f"worker used {spent:.2f}s of CPU in 3s while it had nothing to do"
     assert worker.stop() == 0
 
@@ -547,10 +546,7 @@ def test_due_deferred_job_during_claim_backoff_does_not_spin(tq, db, worker_proc
     db.execute(f'ALTER TABLE "{tq.schema}".jobs RENAME TO jobs_away')  # claims now fail
     try:
         wait_until(lambda: "leasing jobs failed" in worker.output(), 10, what="failed claim")
-        before = _cpu_seconds(worker.pid)
-        deadline = time.monotonic() + 2.0
-        wait_until(lambda: time.monotonic() >= deadline, 5, what="2 seconds")
-        spent = _cpu_seconds(worker.pid) - before
+        spent = _cpu_used_over(worker.pid, 2.0)
     finally:
         db.execute(f'ALTER TABLE "{tq.schema}".jobs_away RENAME TO jobs')
     assert spent < 0.5, f"worker used {spent:.2f}s of CPU in 2s while backing off"

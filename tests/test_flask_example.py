@@ -13,9 +13,7 @@ import sys
 import uuid
 
 import pytest
-from webapps import EXAMPLES, Service, signup_storm, start_gunicorn
-
-from pgtaskq.testing import wait_until
+from webapps import EXAMPLES, Service, start_gunicorn, storm_and_check_jobs
 
 APP_DIR = EXAMPLES / "flask_app"
 
@@ -49,23 +47,8 @@ def test_signups_under_gunicorn_commit_exactly_their_jobs(pgtaskq_dsn, tq, db, a
     )
     try:
         worker.wait_for_output("ready")
-        storm = signup_storm(base_url, requests=200, threads=16)
-        assert storm.other == []
-        assert len(storm.committed) == 100 and len(storm.rolled_back) == 100
-
-        def all_sent() -> bool:
-            worker.fail_if_dead()
-            row = db.execute(f"SELECT count(*) FROM {app_schema}.welcome_emails").fetchone()
-            return row[0] == 100
-
-        wait_until(all_sent, 60, interval=0.1, what="100 welcome emails")
-        wait_until(lambda: len(tq.list_jobs(status="succeeded", limit=500)) == 100, 15,
-                   what="100 succeeded jobs")
-
-        jobs = tq.list_jobs(limit=500)
-        assert sorted(job.id for job in jobs) == sorted(storm.committed.values())
-        assert {(job.status, job.attempts) for job in jobs} == {("succeeded", 1)}
-        assert all(tq.get_job(job_id) is None for job_id in storm.rolled_back.values())
+        storm = storm_and_check_jobs(
+            base_url, worker, tq, db, f"SELECT count(*) FROM {app_schema}.welcome_emails")
 
         users = dict(db.execute(f"SELECT email, id FROM {app_schema}.users").fetchall())
         assert set(users) == set(storm.committed)

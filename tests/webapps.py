@@ -191,3 +191,26 @@ def signup_storm(base_url: str, requests: int = 200, threads: int = 16) -> Storm
             else:
                 storm.other.append((email, status, body))
     return storm
+
+
+def storm_and_check_jobs(base_url: str, worker: Service, tq: Any, db: Any,
+                         sent_count_query: str) -> Storm:
+    """200 concurrent signups (half fail after their enqueue), then the checks both
+    examples share: a job for exactly each committed signup, each run once, none for the
+    rolled-back ones. ``sent_count_query`` counts the welcome emails the jobs wrote."""
+    storm = signup_storm(base_url, requests=200, threads=16)
+    assert storm.other == []
+    assert len(storm.committed) == 100 and len(storm.rolled_back) == 100
+
+    def all_sent() -> bool:
+        worker.fail_if_dead()
+        return db.execute(sent_count_query).fetchone()[0] == 100
+
+    wait_until(all_sent, 60, interval=0.1, what="100 welcome emails")
+    wait_until(lambda: len(tq.list_jobs(status="succeeded", limit=500)) == 100, 15,
+               what="100 succeeded jobs")
+    jobs = tq.list_jobs(limit=500)
+    assert sorted(job.id for job in jobs) == sorted(storm.committed.values())
+    assert {(job.status, job.attempts) for job in jobs} == {("succeeded", 1)}
+    assert all(tq.get_job(job_id) is None for job_id in storm.rolled_back.values())
+    return storm

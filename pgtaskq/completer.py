@@ -220,21 +220,29 @@ class Completer:
         return left
 
     def _write(self, batch: list[Outcome]) -> None:
-        params = {
-            "worker_id": self._worker_id,
-            "ids": [o.job_id for o in batch],
-            "attempts": [o.attempt for o in batch],
-            "kinds": [o.kind for o in batch],
-            "errors": [o.error for o in batch],
-            "results": [o.result for o in batch],
-            "delays": [o.delay for o in batch],
-            **rollup.params(batch),
-            "backoff_base": self._backoff[0],
-            "backoff_cap": self._backoff[1],
-        }
+        params = complete_params(self._worker_id, batch, *self._backoff)
         with self._pool.connection(timeout=5) as conn:
             rows = conn.execute(render(self._schema, worker_sql.COMPLETE), params).fetchall()
         if self._on_requeued is not None:
             for kind, _job_id, seconds_until in rows:
                 if kind == "requeued" and seconds_until is not None:
                     self._on_requeued(float(seconds_until))
+
+
+def complete_params(worker_id: int, batch: list[Outcome], backoff_base: float,
+                    backoff_cap: float) -> dict[str, object]:
+    """Parameters of ``COMPLETE`` for ``batch``, sorted by job id: the statement locks the
+    rows in the order of its arrays, and id order everywhere means no deadlocks."""
+    batch = sorted(batch, key=lambda o: o.job_id)
+    return {
+        "worker_id": worker_id,
+        "ids": [o.job_id for o in batch],
+        "attempts": [o.attempt for o in batch],
+        "kinds": [o.kind for o in batch],
+        "errors": [o.error for o in batch],
+        "results": [o.result for o in batch],
+        "delays": [o.delay for o in batch],
+        **rollup.params(batch),
+        "backoff_base": backoff_base,
+        "backoff_cap": backoff_cap,
+    }

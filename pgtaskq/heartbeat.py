@@ -50,7 +50,7 @@ class Heartbeat(PeriodicThread):
         self._on_beat = on_beat
 
     def run_once(self) -> None:
-        jobs = self._held.snapshot()
+        jobs = sorted(self._held.snapshot(), key=lambda job: job.id)  # lock order
         stuck = sum(1 for job in jobs if job.context.timed_out and not job.finished)
         params = {
             "worker_id": self._worker_id,

@@ -198,12 +198,11 @@ def pgbench_ceiling(server: str, *, clients: int = 8, batch: int = 10, seconds: 
                      "SELECT 'default', 'bench.record', jsonb_build_array(g), 20 "
                      "FROM generate_series(1, %s) g", (rows,))
         conn.execute(f"VACUUM ANALYZE {schema}.jobs")
-    claim = worker_sql.CLAIM_ANY_QUEUE
-    cut = claim.index(worker_sql.CLAIM_SET)
-    claim = (claim[:cut].rstrip() + ", claimed AS (" + claim[cut:].strip() + ")\n"
-             "SELECT coalesce(array_agg(id), '{}')::text AS ids, "
-             "coalesce(array_agg(attempts), '{}')::text AS attempts, count(*) AS n "
-             "FROM claimed")
+    claim = worker_sql.CLAIM_ANY_QUEUE.replace(
+        worker_sql.CLAIM_OUTPUT,
+        "SELECT coalesce(array_agg(id ORDER BY id), '{}')::text AS ids, "
+        "coalesce(array_agg(attempts ORDER BY id), '{}')::text AS attempts, count(*) AS n "
+        "FROM claimed")
     fixed = {"worker_id": ":client_id::bigint", "tasks": "'{bench.record}'", "limit": str(batch),
              "lease": "60", "queues": "NULL", "ids": ":ids", "attempts": ":attempts",
              "kinds": "array_fill('succeeded'::text, ARRAY[:n::integer])", "backoff_base": "5",

@@ -71,8 +71,8 @@ class Heartbeat(PeriodicThread):
                     log.warning("job %d (%s) lost its lease (attempt %d); another worker "
                                 "may run it, this run's outcome will be ignored",
                                 job.id, job.task, job.attempt)
-            elif still_ours[job.id] and not job.context.cancel_event.is_set():
+            elif still_ours[job.id] and not job.context.cancel_requested:
                 log.info("job %d (%s): cancel requested", job.id, job.task)
-                job.context.cancel_event.set()
+                job.context.request_cancel()
         if self._on_beat is not None:
             self._on_beat()

@@ -9,16 +9,14 @@ until its acknowledgement is flushed.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 from pgtaskq.context import JobContext
 
 
-@dataclass
+@dataclass(slots=True)
 class HeldJob:
     """A leased job and what the worker knows about its run."""
 
@@ -27,18 +25,16 @@ class HeldJob:
     queue: str
     args: list[Any]
     kwargs: dict[str, Any]
-    priority: int
     attempt: int
     max_attempts: int
-    run_at: datetime
-    started_at: datetime
+    wait_ms: float
+    """How long the job waited between its run_at and this lease."""
     context: JobContext
     timeout: float | None = None
     running_since: float | None = None
     """``time.monotonic()`` when a slot started it (None while buffered)."""
     finished: bool = False
     lease_lost: bool = False
-    claimed_at: float = field(default_factory=time.monotonic)
 
     @property
     def deadline(self) -> float | None:
@@ -69,6 +65,15 @@ class HeldJobs:
             job = self._jobs.get(job_id)
             if job is not None and job.attempt == attempt:
                 del self._jobs[job_id]
+
+    def release_all(self, jobs: list[tuple[int, int]]) -> None:
+        """``release`` each (job id, attempt), under one acquisition of the lock."""
+        with self._lock:
+            held = self._jobs
+            for job_id, attempt in jobs:
+                job = held.get(job_id)
+                if job is not None and job.attempt == attempt:
+                    del held[job_id]
 
     def snapshot(self) -> list[HeldJob]:
         with self._lock:

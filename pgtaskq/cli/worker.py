@@ -71,7 +71,7 @@ def load_app(app: str) -> TaskQueue:
 @click.option("--prefetch", type=click.IntRange(min=0), default=None,
               show_default="adaptive",
               help="Jobs leased beyond the free slots (they wait for a slot). Default: as "
-                   "many as start within 50 ms at the recent job duration, up to 8 per slot.")
+                   "many as start within 50 ms at the recent job duration, up to 32 per slot.")
 @click.option("--backoff-base", type=click.FloatRange(min=0, min_open=True),
               default=defaults.BACKOFF_BASE, show_default=True,
               help="Seconds before the first automatic retry; doubles per attempt.")

@@ -116,6 +116,8 @@ class Completer:
         self._pending_lock = threading.Lock()
         self._idle = threading.Condition(self._pending_lock)
         self.written = 0
+        self.busy_retries = 0
+        """Outcomes written again because another transaction held their row's lock."""
 
     def start(self) -> None:
         self._thread.start()
@@ -161,7 +163,7 @@ class Completer:
                     break
                 batch.append(item)
             try:
-                self._write(batch)
+                busy = self._write(batch)
             except psycopg.DataError as exc:
                 # One outcome PostgreSQL cannot store must not hold the batch hostage.
                 log.warning("a batch of %d job outcomes was refused (%s); writing them one "
@@ -182,6 +184,13 @@ class Completer:
                 time.sleep(pause)
                 continue
             failures = 0
+            if busy:
+                # rows another transaction had locked: write them again shortly
+                self.busy_retries += len(busy)
+                self._written([o for o in batch if o.job_id not in busy])
+                batch = [o for o in batch if o.job_id in busy]
+                time.sleep(self._flush_interval)
+                continue
             self._written(batch)
             batch = []
             if stopping:
@@ -200,7 +209,9 @@ class Completer:
         left: list[Outcome] = []
         for outcome in batch:
             try:
-                self._write([outcome])
+                if self._write([outcome]):
+                    left.append(outcome)  # its row was locked: later
+                    continue
             except psycopg.DataError as exc:
                 replacement = dataclasses.replace(
                     outcome, kind="failed", result=None, delay=None,
@@ -219,14 +230,20 @@ class Completer:
             self._written([outcome])
         return left
 
-    def _write(self, batch: list[Outcome]) -> None:
+    def _write(self, batch: list[Outcome]) -> set[int]:
+        """Write ``batch``; return the ids of jobs still held whose rows were locked by
+        another transaction (not written: the caller writes them again)."""
         params = complete_params(self._worker_id, batch, *self._backoff)
         with self._pool.connection(timeout=5) as conn:
             rows = conn.execute(render(self._schema, worker_sql.COMPLETE), params).fetchall()
-        if self._on_requeued is not None:
-            for kind, _job_id, seconds_until in rows:
-                if kind == "requeued" and seconds_until is not None:
-                    self._on_requeued(float(seconds_until))
+        busy: set[int] = set()
+        for kind, job_id, seconds_until in rows:
+            if kind == "busy":
+                busy.add(job_id)
+            elif (kind == "requeued" and seconds_until is not None
+                  and self._on_requeued is not None):
+                self._on_requeued(float(seconds_until))
+        return busy
 
 
 def complete_params(worker_id: int, batch: list[Outcome], backoff_base: float,

@@ -13,9 +13,12 @@ import re
 
 import psycopg
 
-from pgtaskq.completer import Outcome, complete_params
+from pgtaskq.completer import Completer, Outcome, complete_params
+from pgtaskq.held import HeldJobs
+from pgtaskq.pool import LivenessCheck, open_pool
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
+from pgtaskq.testing import wait_until
 from pgtaskq.worker import _claim
 
 FAKE_WORKER = 515151
@@ -111,3 +114,50 @@ def test_claim_commits_without_waiting_for_the_disk(db):
     (row,) = _claim(db, "SELECT current_setting('synchronous_commit')", {}, index_order=False)
     assert row == ("off",)
     assert db.execute("SHOW synchronous_commit").fetchone() == ("on",)  # its own tx only
+
+
+def test_acknowledgement_never_waits_for_a_row_lock(tq, db, pgtaskq_dsn):
+    """A row held by this worker but locked by another transaction (another worker's claim
+    can keep such a lock until it commits) comes back 'busy' instead of blocking."""
+    held = _stale_statistics_and_held_jobs(tq, db)
+    (locked_id, locked_attempt), (free_id, free_attempt) = held[0], held[1]
+    batch = [Outcome(locked_id, locked_attempt, "succeeded", queue="default", task="t"),
+             Outcome(free_id, free_attempt, "succeeded", queue="default", task="t")]
+    statement = render(tq.schema, worker_sql.COMPLETE)
+    with psycopg.connect(pgtaskq_dsn) as other:
+        other.execute(f'SELECT 1 FROM "{tq.schema}".jobs WHERE id = %s FOR UPDATE',
+                      (locked_id,))
+        db.execute("SET statement_timeout = '5s'")  # a wait would fail the test, not hang it
+        rows = db.execute(statement, complete_params(FAKE_WORKER, batch, 1.0, 60.0)).fetchall()
+        assert sorted(rows) == [("archived", free_id, None), ("busy", locked_id, None)]
+    rows = db.execute(statement, complete_params(FAKE_WORKER, batch, 1.0, 60.0)).fetchall()
+    assert rows == [("archived", locked_id, None)]
+
+
+def test_completer_writes_a_busy_outcome_once_the_lock_is_gone(tq, db, pgtaskq_dsn):
+    held = _stale_statistics_and_held_jobs(tq, db)
+    job_id, attempt = held[0]
+    holder = psycopg.connect(pgtaskq_dsn)
+    holder.execute(f'SELECT 1 FROM "{tq.schema}".jobs WHERE id = %s FOR UPDATE', (job_id,))
+    pool = open_pool(tq.conninfo, min_size=1, max_size=2, name="busy", liveness=LivenessCheck())
+    completer = Completer(pool, tq.schema, FAKE_WORKER, HeldJobs(), flush_interval=0.01)
+    completer.start()
+    try:
+        completer.add(Outcome(job_id, attempt, "succeeded", queue="default", task="t"))
+        wait_until(lambda: completer.busy_retries >= 3, 5,
+                   what="the outcome tried again while the row is locked")
+        assert completer.written == 0 and _status(db, tq, job_id) == "running"
+        holder.rollback()
+        wait_until(lambda: completer.written == 1, 10, what="the outcome written")
+        assert _status(db, tq, job_id) is None
+        assert db.execute(f'SELECT status FROM "{tq.schema}".job_history WHERE id = %s',
+                          (job_id,)).fetchone() == ("succeeded",)
+    finally:
+        holder.close()
+        completer.flush_and_stop(5)
+        pool.close()
+
+
+def _status(db, tq, job_id):
+    row = db.execute(f'SELECT status FROM "{tq.schema}".jobs WHERE id = %s', (job_id,)).fetchone()
+    return row[0] if row else None

@@ -122,7 +122,13 @@ WITH outcome AS (
         -- deadlock). OFFSET 0 keeps the ownership test out of this subquery; pushed in,
         -- it let stale statistics pick jobs_running and compare every outcome with every
         -- running row of this worker (14 of a 16 ms COMPLETE, 180 x 108 rows).
-        SELECT * FROM {schema}.jobs WHERE id = o.id OFFSET 0 FOR UPDATE
+        -- SKIP LOCKED: another worker's claim can hold the lock of a row it could not
+        -- take (in READ COMMITTED, a row updated under a claim's snapshot is locked in its
+        -- latest version before the claim sees that it no longer qualifies, and stays
+        -- locked until that claim commits). Waiting for those claims stalled the
+        -- completers of 16 workers on 2 cores; such a row comes back as 'busy' below and
+        -- is acknowledged by the next statement.
+        SELECT * FROM {schema}.jobs WHERE id = o.id OFFSET 0 FOR UPDATE SKIP LOCKED
     ) j
     WHERE j.status = 'running' AND j.worker_id = %(worker_id)s AND j.attempts = o.attempt
 ), requeued AS (
@@ -189,13 +195,23 @@ SELECT 'requeued', id,
        extract(epoch FROM run_at - clock_timestamp())::double precision FROM requeued
 UNION ALL
 SELECT 'archived', id, NULL FROM archived
+UNION ALL
+SELECT 'busy', o.id, NULL
+FROM outcome o CROSS JOIN LATERAL (
+    -- the row as this statement found it, without a lock: still this worker's lease?
+    SELECT status, worker_id, attempts FROM {schema}.jobs WHERE id = o.id OFFSET 0
+) j
+WHERE (SELECT count(*) FROM owned) < %(batch_size)s  -- only when some outcome was not owned
+  AND o.id NOT IN (SELECT id FROM owned)
+  AND j.status = 'running' AND j.worker_id = %(worker_id)s AND j.attempts = o.attempt
 """
 """Write a batch of outcomes in one statement: retries go back to ``queued`` with the
 backoff computed here, everything else moves to ``job_history``, and the batch is added
 to this worker's per-minute rollup rows (counts and latency histograms, pre-aggregated by
 the completer, see ``pgtaskq.rollup``). Only ``owned`` rows count, so a stale or
 duplicate acknowledgement changes neither the job nor the statistics. Returns one row per job
-actually acknowledged."""
+actually acknowledged, and one ``busy`` row per job still held by this worker whose row
+was locked by another transaction: the completer writes those again."""
 
 HEARTBEAT = """
 WITH held AS (

@@ -183,6 +183,7 @@ def pgbench_ceiling(server: str, *, clients: int = 8, batch: int = 10, seconds: 
                     ) -> float:
     """Jobs/s of pgtaskq's claim + complete statements driven by pgbench (no Python)."""
     from pgtaskq import TaskQueue
+    from pgtaskq.sql import render
     from pgtaskq.sql import worker as worker_sql
 
     dsn = common.database(server, "bench_ceiling")
@@ -215,7 +216,7 @@ def pgbench_ceiling(server: str, *, clients: int = 8, batch: int = 10, seconds: 
              "g_run": "array_fill(0, ARRAY[64])"}
 
     def pgbench_sql(template: str) -> str:
-        text = template.replace("{schema}", f'"{schema}"')
+        text = render(schema, template)
         # Parameters the ceiling does not need (errors, results, delays, or columns added
         # later) are NULL arrays: unnest() pads them to the batch's length.
         text = re.sub(r"%\((\w+)\)s", lambda m: fixed.get(m.group(1), "NULL"), text)

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -125,10 +126,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"average {os.getloadavg()[0]:.2f} at the start")
         try:
             table, raw = SCENARIOS[name][1](ctx)
-        except BenchError as exc:
+        except Exception as exc:  # a broken scenario must not lose the others' figures
             failures += 1
-            log(f"scenario {name} failed: {exc}")
-            table, raw = Table(f"{name}: failed", ["error"], [[str(exc).splitlines()[0]]]), {}
+            if not isinstance(exc, BenchError):
+                traceback.print_exc()
+            log(f"scenario {name} failed: {exc!r}")
+            table, raw = Table(f"{name}: failed", ["error"], [[repr(exc).splitlines()[0]]]), {}
         if table is None:  # the scenario wrote its own section
             continue
         table.notes.append(f"{when}; took {time.monotonic() - started:.0f} s"

@@ -201,8 +201,8 @@ def pgbench_ceiling(server: str, *, clients: int = 8, batch: int = 10, seconds: 
         conn.execute(f"VACUUM ANALYZE {schema}.jobs")
     claim = worker_sql.CLAIM_ANY_QUEUE.replace(
         worker_sql.CLAIM_OUTPUT,
-        "SELECT coalesce(array_agg(id ORDER BY id), '{}')::text AS ids, "
-        "coalesce(array_agg(attempts ORDER BY id), '{}')::text AS attempts, count(*) AS n "
+        "SELECT coalesce(array_agg(id ORDER BY id), '{{}}')::text AS ids, "
+        "coalesce(array_agg(attempts ORDER BY id), '{{}}')::text AS attempts, count(*) AS n "
         "FROM claimed")
     fixed = {"worker_id": ":client_id::bigint", "tasks": "'{bench.record}'", "limit": str(batch),
              "lease": "60", "queues": "NULL", "ids": ":ids", "attempts": ":attempts",

@@ -61,10 +61,7 @@ class HeldJobs:
 
     def release(self, job_id: int, attempt: int) -> None:
         """Forget a job once its outcome is written (only the attempt we hold)."""
-        with self._lock:
-            job = self._jobs.get(job_id)
-            if job is not None and job.attempt == attempt:
-                del self._jobs[job_id]
+        self.release_all([(job_id, attempt)])
 
     def release_all(self, jobs: list[tuple[int, int]]) -> None:
         """``release`` each (job id, attempt), under one acquisition of the lock."""

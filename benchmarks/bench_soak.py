@@ -129,6 +129,16 @@ LEFT JOIN pg_stat_user_tables s ON s.relid = %(jobs)s::regclass
 """
 
 
+def _tear_down(producer: Producer, procs: list[Proc], system: Pgtaskq,
+               server: EmbeddedServer) -> None:
+    """Stop a soak's load and workers, then release its connections and its server."""
+    producer.stop()
+    for proc in procs:
+        proc.stop()
+    system.close()
+    server.close()
+
+
 def scenario_bloat(ctx: Context) -> tuple[Table, dict]:
     """Table and index size and dead tuples of pgtaskq's hot table under steady load."""
     duration = ctx.duration or (60.0 if ctx.quick else 600.0)
@@ -174,11 +184,7 @@ def scenario_bloat(ctx: Context) -> tuple[Table, dict]:
         produced = producer.produced
         common.wait_until(lambda: runlog.count() >= produced, 120, "the last jobs")
     finally:
-        producer.stop()
-        for proc in procs:
-            proc.stop()
-        system.close()
-        server.close()
+        _tear_down(producer, procs, system, server)
     delivery = common.delivery(runlog.runs(), range(producer.produced))
     half = samples[len(samples) // 2]
     last = samples[-1]
@@ -266,11 +272,7 @@ def scenario_chaos(ctx: Context) -> tuple[Table, dict]:
                           "every chaos job to finish", interval=0.2)
         history = _retrying(lambda: _history(system))
     finally:
-        producer.stop()
-        for proc in procs:
-            proc.stop()
-        system.close()
-        server.close()
+        _tear_down(producer, procs, system, server)
     return _chaos_report(runlog, produced, history, killed, restarts, producer.retries,
                          duration, rate, workers)
 

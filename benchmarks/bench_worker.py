@@ -199,11 +199,9 @@ def pgbench_ceiling(server: str, *, clients: int = 8, batch: int = 10, seconds: 
                      "SELECT 'default', 'bench.record', jsonb_build_array(g), 20 "
                      "FROM generate_series(1, %s) g", (rows,))
         conn.execute(f"VACUUM ANALYZE {schema}.jobs")
-    claim = worker_sql.CLAIM_ANY_QUEUE.replace(
-        worker_sql.CLAIM_OUTPUT,
-        "SELECT coalesce(array_agg(id ORDER BY id), '{{}}')::text AS ids, "
-        "coalesce(array_agg(attempts ORDER BY id), '{{}}')::text AS attempts, count(*) AS n "
-        "FROM claimed")
+    claim = ("SELECT coalesce(array_agg(id ORDER BY id), '{{}}')::text AS ids, "
+             "coalesce(array_agg(attempts ORDER BY id), '{{}}')::text AS attempts, "
+             "count(*) AS n FROM (" + worker_sql.CLAIM + ") AS claimed")
     fixed = {"worker_id": ":client_id::bigint", "tasks": "'{bench.record}'", "limit": str(batch),
              "lease": "60", "queues": "NULL", "ids": ":ids", "attempts": ":attempts",
              "kinds": "array_fill('succeeded'::text, ARRAY[:n::integer])", "backoff_base": "5",
@@ -472,26 +470,11 @@ def scenario_scale(ctx: Context) -> tuple[Table, dict]:
 
 
 def _explain_claim(conn: psycopg.Connection, schema: str) -> str:
-    """EXPLAIN (ANALYZE) of the worker's claim, run as the worker runs it (same planner
-    settings) and rolled back so nothing is leased."""
-    from pgtaskq.sql import render
-    from pgtaskq.sql import worker as worker_sql
+    """EXPLAIN (ANALYZE, BUFFERS) of the query inside the worker's claim function, run as
+    the worker runs it and rolled back so nothing is leased."""
+    from pgtaskq.claim_plan import explain_claim
 
-    conn.autocommit = False
-    try:
-        with contextlib.suppress(ImportError):
-            from pgtaskq.worker import INDEX_ORDER_ONLY
-
-            conn.execute(INDEX_ORDER_ONLY)
-        rows = conn.execute(
-            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) "
-            + render(schema, worker_sql.CLAIM_ANY_QUEUE),
-            {"worker_id": 0, "tasks": ["bench.record"], "limit": 8, "lease": 60.0,
-             "queues": None}).fetchall()
-    finally:
-        conn.rollback()
-        conn.autocommit = True
-    return "\n".join(r[0] for r in rows)
+    return explain_claim(conn, schema, tasks=["bench.record"], limit=8, fmt="text")
 
 
 # -- direct use ---------------------------------------------------------------------------

@@ -241,6 +241,7 @@ class Worker:
                 "them before starting the worker"
             )
         self._task_names = task_names
+        self._claim_statement = render(self.tq.schema, worker_sql.CLAIM)
         conninfo = self.tq.conninfo
         # The liveness check costs a round trip only for a connection that looks dead or
         # sat idle: psycopg_pool's check_connection sent an empty query before every claim
@@ -499,19 +500,11 @@ class Worker:
         limit = self._room()
         if limit <= 0:
             return
-        if self.queues is None:
-            template = worker_sql.CLAIM_ANY_QUEUE
-        elif len(self.queues) == 1:
-            template = worker_sql.CLAIM_ONE_QUEUE
-        else:
-            template = worker_sql.CLAIM_QUEUES
         params = {"worker_id": self.worker_id, "tasks": self._task_names, "limit": limit,
-                  "lease": self.lease, "queues": self.queues,
-                  "queue": self.queues[0] if self.queues else None}
+                  "lease": self.lease, "queues": self.queues}
         try:
             with self._pool.connection(timeout=5) as conn:
-                rows = _claim(conn, render(self.tq.schema, template), params,
-                              index_order=self.queues is None or len(self.queues) == 1)
+                rows = conn.execute(self._claim_statement, params).fetchall()
         except Exception as exc:
             self._claim_failures += 1
             pause = min(CLAIM_ERROR_BACKOFF_MAX, 0.1 * 2**self._claim_failures)
@@ -666,48 +659,3 @@ class Worker:
                 log.warning("job %d (%s) exceeded its timeout of %ss; its cancel event is "
                             "set and the attempt will count as failed. Its slot stays busy "
                             "until the function returns", job.id, job.task, job.timeout)
-
-
-INDEX_ORDER_ONLY = ("SELECT set_config('enable_sort', 'off', true), "
-                    "set_config('enable_bitmapscan', 'off', true)")
-CLAIM_SETTINGS = ("SELECT set_config('synchronous_commit', 'off', true), "
-                  "set_config('jit', 'off', true)")
-
-
-def _claim(conn: psycopg.Connection, claim: str, params: dict[str, Any], *,
-           index_order: bool) -> list[Any]:
-    """Run a claim in one round trip (a pipeline: BEGIN, settings, claim, COMMIT).
-
-    The claim's commit does not wait for its WAL to reach the disk (``synchronous_commit
-    = off``, for this transaction only): a lease need not survive a database crash. If
-    one is lost, the job is simply queued again and runs again (at-least-once, as for a
-    worker that dies); an acknowledgement is a durable commit, and its WAL flush carries
-    every earlier claim's with it, so no job is ever recorded done without its lease.
-    Waiting for the flush put a disk sync into every claim's round trip, during which the
-    slots ran dry: on this project's 2-core benchmark machine a one-process drain went
-    from 7,015 to 8,036 jobs/s with it off (prefetch 64), and from 9,223 to 10,622
-    (prefetch 256).
-
-    JIT compilation is off for the claim too: with sorts disabled, the final ORDER BY's
-    estimated cost crosses ``jit_above_cost`` and every claim spent ~280 ms compiling.
-
-    ``index_order``: make the plan walk the ready index in claim order, whatever the
-    statistics say. The planner picks the claim's plan from the table's statistics, and
-    a queue's are often stale: right after a burst of enqueues into a quiet table
-    (autovacuum analyzes within a minute or so), it estimates a handful of runnable rows
-    and prefers a bitmap scan of ALL of them plus a sort to walking the index until
-    ``limit`` rows are locked. With 1,000,000 jobs bulk-enqueued and not yet analyzed,
-    each such claim took ~1 s: the first 1,000 jobs ran at 60 jobs/s. Sorts and bitmap
-    scans are only switched off for the claim's own transaction (``SET LOCAL``, so it
-    also works behind PgBouncer), and only when one index (``jobs_ready``, or
-    ``jobs_ready_by_queue`` for a single queue) gives the claim order; a worker serving
-    several queues keeps the planner's choice.
-    """
-    with conn.pipeline():
-        conn.execute("BEGIN")
-        conn.execute(CLAIM_SETTINGS)
-        if index_order:
-            conn.execute(INDEX_ORDER_ONLY)
-        cursor = conn.execute(claim, params)
-        conn.execute("COMMIT")
-    return cursor.fetchall()

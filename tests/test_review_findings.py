@@ -17,13 +17,13 @@ import psycopg
 import pytest
 from worker_helpers import FAST, create_runs_table, runs
 
+from pgtaskq.claim_plan import explain_claim
 from pgtaskq.completer import Completer, Outcome
 from pgtaskq.held import HeldJobs
 from pgtaskq.pool import LivenessCheck, open_pool
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.testing import wait_until
-from pgtaskq.worker import INDEX_ORDER_ONLY
 
 APP = "apps.basic:tq"
 FAKE_WORKER = 424242
@@ -36,8 +36,7 @@ def status_of(tq, job_id):
 
 def claim(conn, tq, tasks, limit=10, worker_id=FAKE_WORKER, queues=None):
     """Lease jobs with the worker's own claim statement, as worker ``worker_id``."""
-    template = worker_sql.CLAIM_QUEUES if queues else worker_sql.CLAIM_ANY_QUEUE
-    return conn.execute(render(tq.schema, template), {
+    return conn.execute(render(tq.schema, worker_sql.CLAIM), {
         "worker_id": worker_id, "tasks": tasks, "limit": limit, "lease": 60,
         "queues": queues,
     }).fetchall()
@@ -202,17 +201,9 @@ def test_single_queue_claim_does_not_scan_other_queues(tq, db):
     db.execute(f'INSERT INTO "{tq.schema}".jobs (queue, task, max_attempts) '
                "SELECT 'small', 't', 1 FROM generate_series(1, 5)")
     db.execute(f'ANALYZE "{tq.schema}".jobs')
-    db.execute("BEGIN")
-    try:
-        db.execute(INDEX_ORDER_ONLY)  # what the worker's single-queue claim runs under
-        template = render(tq.schema, worker_sql.CLAIM_ONE_QUEUE)
-        (plan,) = db.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + template, {
-            "worker_id": FAKE_WORKER, "tasks": ["t"], "limit": 5, "lease": 60,
-            "queue": "small"}).fetchone()[0]
-    finally:
-        db.execute("ROLLBACK")
-    plan = plan if isinstance(plan, dict) else json.loads(plan)
-    assert _max_rows_removed(plan["Plan"]) < 1000
+    plan = explain_claim(db, tq.schema, tasks=["t"], queues=["small"], limit=5)
+    assert _max_rows_removed(plan) < 1000
+    assert _find_node(plan, "Index Scan")["Index Name"] == "jobs_ready_by_queue"
 
 
 # -- main loop wake-ups ----------------------------------------------------------------------
@@ -454,23 +445,14 @@ def test_claim_does_not_walk_deferred_jobs_of_higher_priority(tq, db, request):
                "FROM generate_series(1, 100000)")
     tq.enqueue_many("t", [{} for _ in range(5)])
     db.execute(f'ANALYZE "{tq.schema}".jobs')
-    db.execute("BEGIN")
-    try:
-        db.execute(INDEX_ORDER_ONLY)
-        (plan,) = db.execute(
-            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
-            + render(tq.schema, worker_sql.CLAIM_ANY_QUEUE),
-            {"worker_id": FAKE_WORKER, "tasks": ["t"], "limit": 5, "lease": 60,
-             "queues": None}).fetchone()[0]
-    finally:
-        db.execute("ROLLBACK")
-    plan = plan if isinstance(plan, dict) else json.loads(plan)
-    scan = _find_node(plan["Plan"], "Index Scan")
+    plan = explain_claim(db, tq.schema, tasks=["t"], limit=5)
+    scan = _find_node(plan, "Index Scan")
     assert scan["Shared Hit Blocks"] + scan["Shared Read Blocks"] < 50
 
 
-@pytest.mark.parametrize("template", ["CLAIM_ANY_QUEUE", "CLAIM_ONE_QUEUE", "CLAIM_QUEUES"])
-def test_claim_order_across_priorities_with_deferred_jobs_between(tq, db, template):
+@pytest.mark.parametrize("queues", [None, ["default"], ["other", "default"]],
+                         ids=["any queue", "one queue", "several queues"])
+def test_claim_order_across_priorities_with_deferred_jobs_between(tq, db, queues):
     def add(priority, run_at, count):
         rows = db.execute(
             f'INSERT INTO "{tq.schema}".jobs (queue, task, max_attempts, priority, run_at) '
@@ -482,9 +464,8 @@ def test_claim_order_across_priorities_with_deferred_jobs_between(tq, db, templa
     high = add(5, "-1 second", 3)  # due, the latest enqueued ran at the earliest
     add(3, "1 hour", 10)  # not due
     low = add(1, "-1 minute", 4)
-    params = {"worker_id": FAKE_WORKER, "tasks": ["t"], "lease": 60, "queues": ["default"],
-              "queue": "default"}
-    statement = render(tq.schema, getattr(worker_sql, template))
+    params = {"worker_id": FAKE_WORKER, "tasks": ["t"], "lease": 60, "queues": queues}
+    statement = render(tq.schema, worker_sql.CLAIM)
     first = [row[0] for row in db.execute(statement, {**params, "limit": 5})]
     assert first == high[::-1] + low[::-1][:2]
     rest = [row[0] for row in db.execute(statement, {**params, "limit": 100})]

@@ -222,7 +222,7 @@ def test_upgrade_from_every_earlier_version(
     assert schema_admin.upgrade(conn, old, target=start) == (0, start)
     assert schema_admin.installed_version(conn, old) == start
     if start > 0:
-        with pytest.raises(SchemaVersionError, match="run 'pgtaskq upgrade'"):
+        with pytest.raises(SchemaVersionError, match=f"run 'pgtaskq --schema {old} upgrade'"):
             schema_admin.require_installed(conn, old)
     assert schema_admin.upgrade(conn, old) == (start, LATEST_VERSION)
 

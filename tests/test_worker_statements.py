@@ -19,7 +19,6 @@ from pgtaskq.pool import LivenessCheck, open_pool
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.testing import wait_until
-from pgtaskq.worker import _claim
 
 FAKE_WORKER = 515151
 HELD = 300
@@ -70,7 +69,7 @@ def _stale_statistics_and_held_jobs(tq, db) -> list[tuple[int, int]]:
     db.execute(f'INSERT INTO "{tq.schema}".jobs (queue, task, max_attempts) '
                "SELECT 'default', 't', 3 FROM generate_series(1, 20000)")
     db.execute(f'ANALYZE "{tq.schema}".jobs')
-    rows = db.execute(render(tq.schema, worker_sql.CLAIM_ANY_QUEUE), {
+    rows = db.execute(render(tq.schema, worker_sql.CLAIM), {
         "worker_id": FAKE_WORKER, "tasks": ["t"], "limit": HELD, "lease": 60,
         "queues": None}).fetchall()
     assert len(rows) == HELD
@@ -110,10 +109,44 @@ def test_heartbeat_probes_each_job_by_primary_key(tq, db):
     assert plan["Actual Rows"] == HELD
 
 
-def test_claim_commits_without_waiting_for_the_disk(db):
-    (row,) = _claim(db, "SELECT current_setting('synchronous_commit')", {}, index_order=False)
-    assert row == ("off",)
-    assert db.execute("SHOW synchronous_commit").fetchone() == ("on",)  # its own tx only
+def test_claim_commits_without_waiting_for_the_disk(tq, db):
+    claim = render(tq.schema, worker_sql.CLAIM)
+    params = {"worker_id": FAKE_WORKER, "tasks": ["t"], "limit": 1, "lease": 60, "queues": None}
+    with db.transaction(force_rollback=True):
+        db.execute(claim, params).fetchall()
+        assert db.execute("SHOW synchronous_commit").fetchone() == ("off",)
+        assert db.execute("SHOW enable_sort").fetchone() == ("off",)
+    # the settings are the claim's transaction's: an autocommit call leaves none behind
+    db.execute(claim, params).fetchall()
+    assert db.execute("SHOW synchronous_commit").fetchone() == ("on",)
+    assert db.execute("SHOW enable_sort").fetchone() == ("on",)
+
+
+def _claim_blocks(dsn: str, schema: str, held_by: list[str] | None,
+                  tried_by: list[str] | None) -> bool:
+    """Whether a claim for ``tried_by`` waits while a claim for ``held_by`` is uncommitted."""
+    claim = render(schema, worker_sql.CLAIM)
+    with psycopg.connect(dsn, autocommit=True) as holder, \
+            psycopg.connect(dsn, autocommit=True) as other, \
+            holder.transaction(force_rollback=True):
+        holder.execute(claim, {"worker_id": 1, "tasks": ["t"], "limit": 1, "lease": 60,
+                               "queues": held_by}).fetchall()
+        other.execute("SET lock_timeout = '300ms'")
+        try:
+            other.execute(claim, {"worker_id": 2, "tasks": ["t"], "limit": 1, "lease": 60,
+                                  "queues": tried_by}).fetchall()
+        except psycopg.errors.LockNotAvailable:
+            return True
+        return False
+
+
+def test_claims_of_one_queue_set_take_turns(tq, pgtaskq_dsn):
+    tq.enqueue_many("t", [{} for _ in range(4)])
+    assert _claim_blocks(pgtaskq_dsn, tq.schema, None, None)
+    assert _claim_blocks(pgtaskq_dsn, tq.schema, ["a", "b"], ["b", "a", "b"])  # same set
+    # workers of other queue sets never wait for each other
+    assert not _claim_blocks(pgtaskq_dsn, tq.schema, None, ["default"])
+    assert not _claim_blocks(pgtaskq_dsn, tq.schema, ["a"], ["a", "b"])
 
 
 def test_acknowledgement_never_waits_for_a_row_lock(tq, db, pgtaskq_dsn):

@@ -175,7 +175,147 @@ RETURNS interval LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
 $$;
 """
 
-MIGRATIONS: list[str] = [V1]
+V2 = """
+CREATE FUNCTION {schema}.claim_jobs(
+    claimer bigint, task_names text[], queue_names text[], max_jobs integer,
+    lease_seconds double precision)
+RETURNS TABLE (id bigint, task text, queue text, args jsonb, kwargs jsonb, priority integer,
+               attempts integer, max_attempts integer, wait_ms double precision)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+BEGIN
+    -- One claimer at a time per set of queues (released when the caller's transaction
+    -- ends: the worker calls this as a statement of its own). Sixteen claimers at the
+    -- head of the same index spent their time on its buffer locks and in the lock
+    -- manager testing each other's locked rows; taking turns was faster.
+    PERFORM pg_advisory_xact_lock(
+        hashtext('pgtaskq.claim {schema}'),
+        hashtext(coalesce((SELECT string_agg(DISTINCT q, ',' ORDER BY q)
+                           FROM unnest(queue_names) AS q), '*')));
+    -- A lost lease only makes its job run again: the commit need not wait for the disk.
+    -- JIT off: with sorts disabled, the plan's cost crosses jit_above_cost.
+    PERFORM set_config('synchronous_commit', 'off', true), set_config('jit', 'off', true);
+    IF queue_names IS NULL OR cardinality(queue_names) = 1 THEN
+        -- One index gives the claim order: walk it whatever the (often stale) statistics
+        -- say, never a bitmap scan of every runnable row plus a sort.
+        PERFORM set_config('enable_sort', 'off', true),
+                set_config('enable_bitmapscan', 'off', true);
+    END IF;
+    IF queue_names IS NULL THEN
+        RETURN QUERY
+        WITH candidates AS MATERIALIZED (
+            SELECT j.id FROM {schema}.jobs AS j
+            WHERE j.status = 'queued' AND j.run_at <= now() AND j.task = ANY(task_names)
+            ORDER BY j.priority DESC, j.run_at, j.id
+            LIMIT max_jobs
+            FOR UPDATE SKIP LOCKED
+        ), claimed AS (
+            UPDATE {schema}.jobs AS j
+            SET status = 'running', worker_id = claimer, attempts = j.attempts + 1,
+                started_at = now(), cancel_requested = false,
+                lease_expires_at = now() + make_interval(secs => lease_seconds)
+            FROM candidates AS c
+            WHERE j.id = c.id
+            RETURNING j.id, j.task, j.queue, j.args, j.kwargs, j.priority, j.attempts,
+                      j.max_attempts, j.run_at
+        )
+        SELECT c.id, c.task, c.queue, c.args, nullif(c.kwargs, '{{}}'::jsonb), c.priority,
+               c.attempts, c.max_attempts,
+               greatest(0, extract(epoch FROM now() - c.run_at) * 1000)::double precision
+        FROM claimed AS c
+        ORDER BY c.priority DESC, c.run_at, c.id;
+    ELSIF cardinality(queue_names) = 1 THEN
+        -- queue = value: jobs_ready_by_queue gives the order (= ANY would walk jobs_ready)
+        RETURN QUERY
+        WITH candidates AS MATERIALIZED (
+            SELECT j.id FROM {schema}.jobs AS j
+            WHERE j.status = 'queued' AND j.run_at <= now() AND j.task = ANY(task_names)
+              AND j.queue = queue_names[1]
+            ORDER BY j.priority DESC, j.run_at, j.id
+            LIMIT max_jobs
+            FOR UPDATE SKIP LOCKED
+        ), claimed AS (
+            UPDATE {schema}.jobs AS j
+            SET status = 'running', worker_id = claimer, attempts = j.attempts + 1,
+                started_at = now(), cancel_requested = false,
+                lease_expires_at = now() + make_interval(secs => lease_seconds)
+            FROM candidates AS c
+            WHERE j.id = c.id
+            RETURNING j.id, j.task, j.queue, j.args, j.kwargs, j.priority, j.attempts,
+                      j.max_attempts, j.run_at
+        )
+        SELECT c.id, c.task, c.queue, c.args, nullif(c.kwargs, '{{}}'::jsonb), c.priority,
+               c.attempts, c.max_attempts,
+               greatest(0, extract(epoch FROM now() - c.run_at) * 1000)::double precision
+        FROM claimed AS c
+        ORDER BY c.priority DESC, c.run_at, c.id;
+    ELSE
+        RETURN QUERY
+        WITH candidates AS MATERIALIZED (
+            SELECT j.id FROM {schema}.jobs AS j
+            WHERE j.status = 'queued' AND j.run_at <= now() AND j.task = ANY(task_names)
+              AND j.queue = ANY(queue_names)
+            ORDER BY j.priority DESC, j.run_at, j.id
+            LIMIT max_jobs
+            FOR UPDATE SKIP LOCKED
+        ), claimed AS (
+            UPDATE {schema}.jobs AS j
+            SET status = 'running', worker_id = claimer, attempts = j.attempts + 1,
+                started_at = now(), cancel_requested = false,
+                lease_expires_at = now() + make_interval(secs => lease_seconds)
+            FROM candidates AS c
+            WHERE j.id = c.id
+            RETURNING j.id, j.task, j.queue, j.args, j.kwargs, j.priority, j.attempts,
+                      j.max_attempts, j.run_at
+        )
+        SELECT c.id, c.task, c.queue, c.args, nullif(c.kwargs, '{{}}'::jsonb), c.priority,
+               c.attempts, c.max_attempts,
+               greatest(0, extract(epoch FROM now() - c.run_at) * 1000)::double precision
+        FROM claimed AS c
+        ORDER BY c.priority DESC, c.run_at, c.id;
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION {schema}.claim_jobs(bigint, text[], text[], integer, double precision) IS
+'Lease up to max_jobs runnable jobs of task_names (and of queue_names, NULL for every '
+'queue) for worker claimer, in claim order. Call it as a statement of its own: it sets '
+'synchronous_commit, jit and planner settings for the rest of the transaction and holds '
+'the queue set''s claim lock until the transaction ends.';
+"""
+"""The claim as one function call, so that a claim is one statement in its own transaction.
+
+Version 1's claim was a pipeline (BEGIN, SET LOCALs, the claim, COMMIT), because planner
+settings must be in force before the claim is planned. With 16 worker processes on 2
+cores, claims contended for the head of the ready index (LWLock:BufferContent and
+LWLock:LockManager waits) and 16 processes drained slower than 8; letting the claimers of
+one queue set take turns fixed that (benchmarks/RESULTS.md has the A/B). Such a lock must
+be held until the claim commits, and psycopg sends a pipeline's statements one at a time
+with Python running between them: a worker descheduled, or waiting for the GIL, between
+its claim and its COMMIT would have stalled every other worker's claims. Here the lock,
+the settings and the claim are one statement, which commits on its own.
+
+What the settings are for:
+
+- ``synchronous_commit = off``: the claim's commit does not wait for the disk. A lease lost
+  in a database crash makes its job run again (at-least-once, as for a worker that dies);
+  every acknowledgement is a durable commit whose WAL flush carries the earlier claims, so
+  no job is ever recorded done without its lease. Waiting for the flush left the slots dry
+  during each claim: a one-process drain went from 7,015 to 8,036 jobs/s without it.
+- ``enable_sort``/``enable_bitmapscan = off`` when one index gives the claim order
+  (``jobs_ready``, or ``jobs_ready_by_queue`` for one queue): the planner picks the plan
+  from the table's statistics, which are stale right after a burst of enqueues into a quiet
+  table; it then preferred a bitmap scan of every runnable row plus a sort to walking the
+  index, and with 1,000,000 jobs just enqueued each claim took ~1 s. A worker serving
+  several queues keeps the planner's choice.
+- ``jit = off``: with sorts disabled, the final ORDER BY's estimated cost crosses
+  ``jit_above_cost``, and every claim spent ~280 ms compiling.
+
+The three queries differ only in their queue condition; PL/pgSQL plans each once per
+connection.
+"""
+
+MIGRATIONS: list[str] = [V1, V2]
 """``MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``; the last index + 1 is current."""
 
 LATEST_VERSION = len(MIGRATIONS)
@@ -207,6 +347,7 @@ UNINSTALL = """
 DROP TABLE IF EXISTS {schema}.jobs, {schema}.job_history, {schema}.workers,
     {schema}.schedules, {schema}.stats_minute, {schema}.schema_version;
 DROP FUNCTION IF EXISTS {schema}.backoff(integer, double precision, double precision);
+DROP FUNCTION IF EXISTS {schema}.claim_jobs(bigint, text[], text[], integer, double precision);
 DROP AGGREGATE IF EXISTS {schema}.histogram(integer);
 DROP FUNCTION IF EXISTS {schema}.histogram_step(integer[], integer);
 """

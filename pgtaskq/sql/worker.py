@@ -17,64 +17,19 @@ from __future__ import annotations
 
 from pgtaskq.sql import fragments
 
-CLAIM_LEASE = """
-, claimed AS (
-    UPDATE {schema}.jobs AS j
-    SET status = 'running', worker_id = %(worker_id)s, attempts = j.attempts + 1,
-        started_at = now(), cancel_requested = false,
-        lease_expires_at = now() + make_interval(secs => %(lease)s::double precision)
-    FROM candidates AS c
-    WHERE j.id = c.id
-    RETURNING j.id, j.task, j.queue, j.args, nullif(j.kwargs, '{{}}'::jsonb) AS kwargs,
-              j.priority, j.attempts, j.max_attempts, j.run_at
-)
+CLAIM = """
+SELECT * FROM {schema}.claim_jobs(%(worker_id)s, %(tasks)s::text[], %(queues)s::text[],
+                                  %(limit)s, %(lease)s::double precision)
 """
-
-CLAIM_OUTPUT = """
-SELECT id, task, queue, args, kwargs, priority, attempts, max_attempts,
-       greatest(0, extract(epoch FROM now() - run_at) * 1000)::double precision AS wait_ms
-FROM claimed
-ORDER BY priority DESC, run_at, id
-"""
-CLAIM_SET = CLAIM_LEASE + CLAIM_OUTPUT
-"""The lease itself, shared by the claims below. Rows come back in claim order (the order
-the slots start them); the waiting time is computed here, and empty kwargs come back as
-NULL: decoding two timestamps and a JSON object per job in the worker's main thread cost
-more than the statement's own execution."""
-
-CLAIM_ANY_QUEUE = """
-WITH candidates AS MATERIALIZED (
-    SELECT id FROM {schema}.jobs
-    WHERE status = 'queued' AND run_at <= now() AND task = ANY(%(tasks)s::text[])
-    ORDER BY priority DESC, run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-""" + CLAIM_SET
-
-CLAIM_QUEUES = """
-WITH candidates AS MATERIALIZED (
-    SELECT id FROM {schema}.jobs
-    WHERE status = 'queued' AND run_at <= now() AND task = ANY(%(tasks)s::text[])
-      AND queue = ANY(%(queues)s::text[])
-    ORDER BY priority DESC, run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-""" + CLAIM_SET
-"""A worker serving one queue: ``queue = value`` lets ``jobs_ready_by_queue`` give the claim
-order, where ``= ANY(array)`` would walk other queues' jobs in ``jobs_ready``."""
-
-CLAIM_ONE_QUEUE = """
-WITH candidates AS MATERIALIZED (
-    SELECT id FROM {schema}.jobs
-    WHERE status = 'queued' AND run_at <= now() AND task = ANY(%(tasks)s::text[])
-      AND queue = %(queue)s::text
-    ORDER BY priority DESC, run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-""" + CLAIM_SET
+"""Lease up to ``limit`` runnable jobs (of ``tasks``; of ``queues``, NULL for all) for this
+worker. The claim itself is the function ``claim_jobs`` (schema version 2, in
+``migrations.V2``): it takes the queue set's claim lock, sets the claim's planner and commit
+settings and leases the jobs, so it must run as its own transaction (autocommit).
+Rows come back in claim order (the order the slots start them), with columns id, task,
+queue, args, kwargs (NULL when empty), priority, attempts, max_attempts and wait_ms (how
+long the job waited since its run_at, computed by the database: decoding two timestamps and
+a JSON object per job in the worker's main thread cost more than the statement's own
+execution)."""
 
 NEXT_DEFERRED = """
 WITH RECURSIVE priorities AS (
@@ -374,3 +329,16 @@ FORGET_OLD_WORKERS = """
 DELETE FROM {schema}.workers
 WHERE last_heartbeat_at < now() - make_interval(secs => %(older_than)s::double precision)
 """
+
+EXPLAIN_NESTED_STATEMENTS = """
+LOAD 'auto_explain';
+SET LOCAL auto_explain.log_min_duration = 0;
+SET LOCAL auto_explain.log_analyze = on;
+SET LOCAL auto_explain.log_buffers = on;
+SET LOCAL auto_explain.log_nested_statements = on;
+SET LOCAL auto_explain.log_level = notice
+"""
+"""Report the plan of every statement, and of those run inside functions, to the client
+(``pgtaskq.claim_plan``)."""
+
+EXPLAIN_FORMAT = "SELECT set_config('auto_explain.log_format', %(format)s, true)"

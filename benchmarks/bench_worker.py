@@ -182,7 +182,7 @@ def latency(system: System, workdir: Path, jobs: int = LATENCY_JOBS,
 def pgbench_ceiling(server: str, *, clients: int = 8, batch: int = 10, seconds: int = 10
                     ) -> float:
     """Jobs/s of pgtaskq's claim + complete statements driven by pgbench (no Python)."""
-    from pgtaskq import TaskQueue
+    from pgtaskq import TaskQueue, defaults
     from pgtaskq.sql import render
     from pgtaskq.sql import worker as worker_sql
 
@@ -203,7 +203,8 @@ def pgbench_ceiling(server: str, *, clients: int = 8, batch: int = 10, seconds: 
              "coalesce(array_agg(attempts ORDER BY id), '{{}}')::text AS attempts, "
              "count(*) AS n FROM (" + worker_sql.CLAIM + ") AS claimed")
     fixed = {"worker_id": ":client_id::bigint", "tasks": "'{bench.record}'", "limit": str(batch),
-             "lease": "60", "queues": "NULL", "ids": ":ids", "attempts": ":attempts",
+             "lease": "60", "queues": "NULL", "claimers": str(defaults.CLAIMERS),
+             "ids": ":ids", "attempts": ":attempts",
              "kinds": "array_fill('succeeded'::text, ARRAY[:n::integer])", "backoff_base": "5",
              "backoff_cap": "3600", "wait_buckets": "array_fill(0, ARRAY[:n::integer])",
              "run_buckets": "array_fill(0, ARRAY[:n::integer])",

@@ -46,7 +46,7 @@ def explain_claim(
             conn.execute(worker_sql.EXPLAIN_FORMAT, {"format": fmt})
             conn.execute(render(schema, worker_sql.CLAIM), {
                 "worker_id": 0, "tasks": tasks, "queues": queues, "limit": limit,
-                "lease": 60.0}).fetchall()
+                "lease": 60.0, "claimers": 0}).fetchall()
     finally:
         conn.remove_notice_handler(collect)
     # auto_explain's message is "duration: ... ms  plan:\n<plan>"; the claim's own query is

@@ -37,6 +37,11 @@ POLL_INTERVAL = 2.0
 LEASE = 60.0
 """How long a lease lasts without a heartbeat: a dead worker's jobs come back after this."""
 
+CLAIMERS = 2
+"""Workers of one set of queues that may lease jobs at the same moment (0: no limit); the
+others wait for a turn. Many claimers at the head of the same index slow each other down
+(``migrations.V2`` has the measurements)."""
+
 HEARTBEAT_INTERVAL = 10.0
 """How often the heartbeat thread extends the leases of running jobs."""
 

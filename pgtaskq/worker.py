@@ -118,6 +118,7 @@ class Worker:
         *,
         poll_interval: float = defaults.POLL_INTERVAL,
         lease: float = defaults.LEASE,
+        claimers: int = defaults.CLAIMERS,
         heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
         rescue_interval: float = defaults.RESCUE_INTERVAL,
         grace: float = defaults.GRACE,
@@ -134,6 +135,8 @@ class Worker:
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        if isinstance(claimers, bool) or not isinstance(claimers, int) or claimers < 0:
+            raise ConfigurationError(f"claimers must be an int >= 0, got {claimers!r}")
         if prefetch is not None and (
                 isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0):
             raise ConfigurationError(f"prefetch must be an int >= 0 or None, got {prefetch!r}")
@@ -142,6 +145,7 @@ class Worker:
         self.queues = sorted({check_queue(q) for q in queues}) if queues else None
         self.poll_interval = _positive("poll_interval", poll_interval)
         self.lease = _positive("lease", lease)
+        self.claimers = claimers
         self.heartbeat_interval = _positive("heartbeat_interval", heartbeat_interval)
         if self.heartbeat_interval >= self.lease:
             raise ConfigurationError(
@@ -501,7 +505,7 @@ class Worker:
         if limit <= 0:
             return
         params = {"worker_id": self.worker_id, "tasks": self._task_names, "limit": limit,
-                  "lease": self.lease, "queues": self.queues}
+                  "lease": self.lease, "queues": self.queues, "claimers": self.claimers}
         try:
             with self._pool.connection(timeout=5) as conn:
                 rows = conn.execute(self._claim_statement, params).fetchall()

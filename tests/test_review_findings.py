@@ -37,7 +37,7 @@ def status_of(tq, job_id):
 def claim(conn, tq, tasks, limit=10, worker_id=FAKE_WORKER, queues=None):
     """Lease jobs with the worker's own claim statement, as worker ``worker_id``."""
     return conn.execute(render(tq.schema, worker_sql.CLAIM), {
-        "worker_id": worker_id, "tasks": tasks, "limit": limit, "lease": 60,
+        "worker_id": worker_id, "tasks": tasks, "limit": limit, "lease": 60, "claimers": 2,
         "queues": queues,
     }).fetchall()
 
@@ -464,7 +464,8 @@ def test_claim_order_across_priorities_with_deferred_jobs_between(tq, db, queues
     high = add(5, "-1 second", 3)  # due, the latest enqueued ran at the earliest
     add(3, "1 hour", 10)  # not due
     low = add(1, "-1 minute", 4)
-    params = {"worker_id": FAKE_WORKER, "tasks": ["t"], "lease": 60, "queues": queues}
+    params = {"worker_id": FAKE_WORKER, "tasks": ["t"], "lease": 60, "queues": queues,
+              "claimers": 2}
     statement = render(tq.schema, worker_sql.CLAIM)
     first = [row[0] for row in db.execute(statement, {**params, "limit": 5})]
     assert first == high[::-1] + low[::-1][:2]

@@ -8,10 +8,13 @@ what the acknowledgement and the heartbeat really do, with ``EXPLAIN ANALYZE``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 
 import psycopg
+import pytest
+from worker_helpers import FAST, create_runs_table, runs
 
 from pgtaskq.completer import Completer, Outcome, complete_params
 from pgtaskq.held import HeldJobs
@@ -70,7 +73,7 @@ def _stale_statistics_and_held_jobs(tq, db) -> list[tuple[int, int]]:
                "SELECT 'default', 't', 3 FROM generate_series(1, 20000)")
     db.execute(f'ANALYZE "{tq.schema}".jobs')
     rows = db.execute(render(tq.schema, worker_sql.CLAIM), {
-        "worker_id": FAKE_WORKER, "tasks": ["t"], "limit": HELD, "lease": 60,
+        "worker_id": FAKE_WORKER, "tasks": ["t"], "limit": HELD, "lease": 60, "claimers": 2,
         "queues": None}).fetchall()
     assert len(rows) == HELD
     return sorted((row[0], row[6]) for row in rows)
@@ -111,7 +114,8 @@ def test_heartbeat_probes_each_job_by_primary_key(tq, db):
 
 def test_claim_commits_without_waiting_for_the_disk(tq, db):
     claim = render(tq.schema, worker_sql.CLAIM)
-    params = {"worker_id": FAKE_WORKER, "tasks": ["t"], "limit": 1, "lease": 60, "queues": None}
+    params = {"worker_id": FAKE_WORKER, "tasks": ["t"], "limit": 1, "lease": 60, "queues": None,
+              "claimers": 2}
     with db.transaction(force_rollback=True):
         db.execute(claim, params).fetchall()
         assert db.execute("SHOW synchronous_commit").fetchone() == ("off",)
@@ -122,31 +126,40 @@ def test_claim_commits_without_waiting_for_the_disk(tq, db):
     assert db.execute("SHOW enable_sort").fetchone() == ("on",)
 
 
-def _claim_blocks(dsn: str, schema: str, held_by: list[str] | None,
-                  tried_by: list[str] | None) -> bool:
-    """Whether a claim for ``tried_by`` waits while a claim for ``held_by`` is uncommitted."""
+def _claim_waits(dsn: str, schema: str, holders: list[list[str] | None],
+                 claimer: list[str] | None, claimers: int) -> bool:
+    """Whether a claim for ``claimer`` waits while claims for ``holders`` are uncommitted."""
     claim = render(schema, worker_sql.CLAIM)
-    with psycopg.connect(dsn, autocommit=True) as holder, \
-            psycopg.connect(dsn, autocommit=True) as other, \
-            holder.transaction(force_rollback=True):
-        holder.execute(claim, {"worker_id": 1, "tasks": ["t"], "limit": 1, "lease": 60,
-                               "queues": held_by}).fetchall()
+
+    def params(worker_id: int, queues: list[str] | None) -> dict:
+        return {"worker_id": worker_id, "tasks": ["t"], "limit": 1, "lease": 60,
+                "queues": queues, "claimers": claimers}
+
+    with contextlib.ExitStack() as stack:
+        for n, queues in enumerate(holders, start=1):
+            holder = stack.enter_context(psycopg.connect(dsn, autocommit=True))
+            stack.enter_context(holder.transaction(force_rollback=True))
+            holder.execute(claim, params(n, queues)).fetchall()
+        other = stack.enter_context(psycopg.connect(dsn, autocommit=True))
         other.execute("SET lock_timeout = '300ms'")
         try:
-            other.execute(claim, {"worker_id": 2, "tasks": ["t"], "limit": 1, "lease": 60,
-                                  "queues": tried_by}).fetchall()
+            other.execute(claim, params(99, claimer)).fetchall()
         except psycopg.errors.LockNotAvailable:
             return True
         return False
 
 
 def test_claims_of_one_queue_set_take_turns(tq, pgtaskq_dsn):
-    tq.enqueue_many("t", [{} for _ in range(4)])
-    assert _claim_blocks(pgtaskq_dsn, tq.schema, None, None)
-    assert _claim_blocks(pgtaskq_dsn, tq.schema, ["a", "b"], ["b", "a", "b"])  # same set
+    tq.enqueue_many("t", [{} for _ in range(8)])
+    dsn, schema = pgtaskq_dsn, tq.schema
+    assert _claim_waits(dsn, schema, [None], None, claimers=1)
+    assert not _claim_waits(dsn, schema, [None], None, claimers=2)
+    assert _claim_waits(dsn, schema, [None, None], None, claimers=2)
+    assert not _claim_waits(dsn, schema, [None, None, None], None, claimers=0)  # no limit
+    assert _claim_waits(dsn, schema, [["a", "b"]], ["b", "a", "b"], claimers=1)  # same set
     # workers of other queue sets never wait for each other
-    assert not _claim_blocks(pgtaskq_dsn, tq.schema, None, ["default"])
-    assert not _claim_blocks(pgtaskq_dsn, tq.schema, ["a"], ["a", "b"])
+    assert not _claim_waits(dsn, schema, [None], ["default"], claimers=1)
+    assert not _claim_waits(dsn, schema, [["a"]], ["a", "b"], claimers=1)
 
 
 def test_acknowledgement_never_waits_for_a_row_lock(tq, db, pgtaskq_dsn):
@@ -194,3 +207,36 @@ def test_completer_writes_a_busy_outcome_once_the_lock_is_gone(tq, db, pgtaskq_d
 def _status(db, tq, job_id):
     row = db.execute(f'SELECT status FROM "{tq.schema}".jobs WHERE id = %s', (job_id,)).fetchone()
     return row[0] if row else None
+
+
+def test_claimers_are_validated_and_reach_the_claim(tq, db, worker_process):
+    from click.testing import CliRunner
+
+    from pgtaskq import ConfigurationError, TaskQueue, Worker
+    from pgtaskq.cli import cli
+
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigurationError, match="claimers"):
+            Worker(TaskQueue("postgresql://nowhere/x"), claimers=bad)
+    result = CliRunner().invoke(cli, ["--dsn", "postgresql://nowhere/x", "worker", "m:tq",
+                                      "--claimers", "-1"])
+    assert result.exit_code == 2 and "--claimers" in result.output
+
+    create_runs_table(db, tq.schema)
+    worker = worker_process("apps.basic:tq", "--claimers", "1", *FAST)
+    worker.wait_ready()
+    # a claim of another worker holds the only turn: this worker leases nothing until it ends
+    with psycopg.connect(tq.conninfo, autocommit=True) as other, \
+            other.transaction(force_rollback=True):
+        other.execute(render(tq.schema, worker_sql.CLAIM), {
+            "worker_id": FAKE_WORKER, "tasks": ["nothing"], "limit": 1, "lease": 60,
+            "queues": None, "claimers": 1}).fetchall()
+        job = tq.enqueue("record", args=["held back"])
+        wait_until(lambda: db.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
+        ).fetchone()[0] >= 1, 10, what="the worker's claim waiting for its turn")
+        assert tq.get_job(job).status == "queued"
+    wait_until(lambda: tq.get_job(job).status == "succeeded", 10, what="job run after the turn")
+    assert [run[3] for run in runs(db, tq.schema, "ran")] == ["held back"]
+    assert worker.stop() == 0

@@ -63,6 +63,10 @@ def load_app(app: str) -> TaskQueue:
               show_default=True, help="Seconds running jobs get to finish on SIGTERM.")
 @click.option("--lease", type=click.FloatRange(min=0, min_open=True), default=defaults.LEASE,
               show_default=True, help="Seconds a lease lasts without a heartbeat.")
+@click.option("--claimers", type=click.IntRange(min=0), default=defaults.CLAIMERS,
+              show_default=True,
+              help="Workers of the same queues that may lease jobs at the same moment; the "
+                   "others wait for a turn (0: no limit). Give all of them the same value.")
 @click.option("--heartbeat-interval", type=click.FloatRange(min=0, min_open=True),
               default=defaults.HEARTBEAT_INTERVAL, show_default=True)
 @click.option("--rescue-interval", type=click.FloatRange(min=0, min_open=True),
@@ -87,7 +91,7 @@ def load_app(app: str) -> TaskQueue:
 @click.pass_context
 def worker_command(ctx: click.Context, cli_context: CliContext, app: str, concurrency: int,
                    queues: tuple[str, ...], poll_interval: float, poll_only: bool,
-                   listen_dsn: str | None, grace: float, lease: float,
+                   listen_dsn: str | None, grace: float, lease: float, claimers: int,
                    heartbeat_interval: float, rescue_interval: float, prefetch: int | None,
                    backoff_base: float, backoff_cap: float, keep_succeeded: float,
                    keep_failed: float, log_level: str) -> None:
@@ -108,7 +112,7 @@ def worker_command(ctx: click.Context, cli_context: CliContext, app: str, concur
     worker = Worker(
         tq, concurrency=concurrency, queues=list(queues) or None,
         poll_interval=poll_interval, poll_only=poll_only, listen_dsn=listen_dsn,
-        grace=grace, lease=lease, heartbeat_interval=heartbeat_interval,
+        grace=grace, lease=lease, claimers=claimers, heartbeat_interval=heartbeat_interval,
         rescue_interval=rescue_interval, prefetch=prefetch,
         backoff_base=backoff_base, backoff_cap=backoff_cap,
         keep_succeeded=keep_succeeded, keep_failed=keep_failed,

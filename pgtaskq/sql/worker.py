@@ -19,17 +19,17 @@ from pgtaskq.sql import fragments
 
 CLAIM = """
 SELECT * FROM {schema}.claim_jobs(%(worker_id)s, %(tasks)s::text[], %(queues)s::text[],
-                                  %(limit)s, %(lease)s::double precision)
+                                  %(limit)s, %(lease)s::double precision, %(claimers)s)
 """
 """Lease up to ``limit`` runnable jobs (of ``tasks``; of ``queues``, NULL for all) for this
 worker. The claim itself is the function ``claim_jobs`` (schema version 2, in
-``migrations.V2``): it takes the queue set's claim lock, sets the claim's planner and commit
-settings and leases the jobs, so it must run as its own transaction (autocommit).
-Rows come back in claim order (the order the slots start them), with columns id, task,
-queue, args, kwargs (NULL when empty), priority, attempts, max_attempts and wait_ms (how
-long the job waited since its run_at, computed by the database: decoding two timestamps and
-a JSON object per job in the worker's main thread cost more than the statement's own
-execution)."""
+``migrations.V2``): it waits for one of the queue set's ``claimers`` turns, sets the
+claim's planner and commit settings and leases the jobs, so it must run as its own
+transaction (autocommit). Rows come back in claim order (the order the slots start them),
+with columns id, task, queue, args, kwargs (NULL when empty), priority, attempts,
+max_attempts and wait_ms (how long the job waited since its run_at, computed by the
+database: decoding two timestamps and a JSON object per job in the worker's main thread
+cost more than the statement's own execution)."""
 
 NEXT_DEFERRED = """
 WITH RECURSIVE priorities AS (

@@ -52,7 +52,8 @@ class Row:
     retried_1h: int = 0
     cancelled_1h: int = 0
     finished_1m: int = 0
-    """Attempts that ended (any outcome) in the ``1m`` window: the throughput's numerator."""
+    """Attempts that ended (any outcome) in the ``1m`` window, and queued jobs cancelled
+    in it: the throughput's numerator."""
     throughput: float = 0.0
     oldest_ready_at: datetime | None = None
     oldest_ready_age: float | None = None

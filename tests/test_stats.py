@@ -181,6 +181,17 @@ def test_rescued_attempts_are_counted(tq, db):
     assert (task, worker, ok, failed, retried, cancelled) == ("r", 0, 0, 1, 2, 0)
 
 
+def test_cancelled_queued_jobs_are_counted(tq, db, pgtaskq_dsn):
+    ids = tq.enqueue_many("q", [{} for _ in range(3)])
+    (running,) = _running(db, tq.schema, 1, task="q")
+    assert [tq.cancel(i) for i in ids[:2]] == [True, True]
+    assert tq.cancel(running) is True  # requested only: its worker will report the outcome
+    assert tq.cancel(ids[0]) is False  # already cancelled: counted once
+    [(task, worker, ok, failed, retried, cancelled, _, _)] = _rollup(db, tq.schema)
+    assert (task, worker, ok, failed, retried, cancelled) == ("q", 0, 0, 0, 0, 2)
+    assert by_task(stats_json(pgtaskq_dsn, tq.schema))["q"]["cancelled"] == {"1h": 2}
+
+
 def test_stats_of_an_empty_queue_and_live_counts(tq, db, pgtaskq_dsn):
     empty = stats_json(pgtaskq_dsn, tq.schema)
     assert set(empty) >= {"generated_at", "elapsed_ms", "estimated", "tasks", "queues",

@@ -172,6 +172,15 @@ WITH target AS MATERIALIZED (
            dedupe_key, schedule, worker_id, created_at, started_at, now(), last_error
     FROM queued
     RETURNING id
+), rolled_up AS (
+    -- a queued job cancelled here never reaches a completer: count it under worker 0, as
+    -- the rescuer and the hand-back do
+    INSERT INTO {schema}.stats_minute AS s (minute, queue, task, worker_id, cancelled)
+    SELECT date_trunc('minute', now()), queue, task, 0, count(*)
+    FROM queued
+    GROUP BY queue, task
+    ON CONFLICT (minute, queue, task, worker_id) DO UPDATE
+    SET cancelled = s.cancelled + excluded.cancelled
 ), running AS (
     UPDATE {schema}.jobs j SET cancel_requested = true
     FROM target t

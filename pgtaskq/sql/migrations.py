@@ -175,6 +175,37 @@ RETURNS interval LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
 $$;
 """
 
+_V2_CLAIM_QUERY = """        RETURN QUERY
+        WITH candidates AS MATERIALIZED (
+            SELECT j.id FROM {schema}.jobs AS j
+            WHERE j.status = 'queued' AND j.run_at <= now() AND j.task = ANY(task_names)
+              {queue_condition}
+            ORDER BY j.priority DESC, j.run_at, j.id
+            LIMIT max_jobs
+            FOR UPDATE SKIP LOCKED
+        ), claimed AS (
+            UPDATE {schema}.jobs AS j
+            SET status = 'running', worker_id = claimer, attempts = j.attempts + 1,
+                started_at = now(), cancel_requested = false,
+                lease_expires_at = now() + make_interval(secs => lease_seconds)
+            FROM candidates AS c
+            WHERE j.id = c.id
+            RETURNING j.id, j.task, j.queue, j.args, j.kwargs, j.priority, j.attempts,
+                      j.max_attempts, j.run_at
+        )
+        SELECT c.id, c.task, c.queue, c.args, nullif(c.kwargs, '{{}}'::jsonb), c.priority,
+               c.attempts, c.max_attempts,
+               greatest(0, extract(epoch FROM now() - c.run_at) * 1000)::double precision
+        FROM claimed AS c
+        ORDER BY c.priority DESC, c.run_at, c.id;
+"""
+
+
+def _v2_claim_query(queue_condition: str) -> str:
+    """Version 2's claim query for one kind of queue condition (part of V2: never edit)."""
+    return _V2_CLAIM_QUERY.replace("{queue_condition}", queue_condition)
+
+
 V2 = """
 CREATE FUNCTION {schema}.claim_jobs(
     claimer bigint, task_names text[], queue_names text[], max_jobs integer,
@@ -216,78 +247,10 @@ BEGIN
                 set_config('enable_bitmapscan', 'off', true);
     END IF;
     IF queue_names IS NULL THEN
-        RETURN QUERY
-        WITH candidates AS MATERIALIZED (
-            SELECT j.id FROM {schema}.jobs AS j
-            WHERE j.status = 'queued' AND j.run_at <= now() AND j.task = ANY(task_names)
-            ORDER BY j.priority DESC, j.run_at, j.id
-            LIMIT max_jobs
-            FOR UPDATE SKIP LOCKED
-        ), claimed AS (
-            UPDATE {schema}.jobs AS j
-            SET status = 'running', worker_id = claimer, attempts = j.attempts + 1,
-                started_at = now(), cancel_requested = false,
-                lease_expires_at = now() + make_interval(secs => lease_seconds)
-            FROM candidates AS c
-            WHERE j.id = c.id
-            RETURNING j.id, j.task, j.queue, j.args, j.kwargs, j.priority, j.attempts,
-                      j.max_attempts, j.run_at
-        )
-        SELECT c.id, c.task, c.queue, c.args, nullif(c.kwargs, '{{}}'::jsonb), c.priority,
-               c.attempts, c.max_attempts,
-               greatest(0, extract(epoch FROM now() - c.run_at) * 1000)::double precision
-        FROM claimed AS c
-        ORDER BY c.priority DESC, c.run_at, c.id;
-    ELSIF cardinality(queue_names) = 1 THEN
+""" + _v2_claim_query("") + """    ELSIF cardinality(queue_names) = 1 THEN
         -- queue = value: jobs_ready_by_queue gives the order (= ANY would walk jobs_ready)
-        RETURN QUERY
-        WITH candidates AS MATERIALIZED (
-            SELECT j.id FROM {schema}.jobs AS j
-            WHERE j.status = 'queued' AND j.run_at <= now() AND j.task = ANY(task_names)
-              AND j.queue = queue_names[1]
-            ORDER BY j.priority DESC, j.run_at, j.id
-            LIMIT max_jobs
-            FOR UPDATE SKIP LOCKED
-        ), claimed AS (
-            UPDATE {schema}.jobs AS j
-            SET status = 'running', worker_id = claimer, attempts = j.attempts + 1,
-                started_at = now(), cancel_requested = false,
-                lease_expires_at = now() + make_interval(secs => lease_seconds)
-            FROM candidates AS c
-            WHERE j.id = c.id
-            RETURNING j.id, j.task, j.queue, j.args, j.kwargs, j.priority, j.attempts,
-                      j.max_attempts, j.run_at
-        )
-        SELECT c.id, c.task, c.queue, c.args, nullif(c.kwargs, '{{}}'::jsonb), c.priority,
-               c.attempts, c.max_attempts,
-               greatest(0, extract(epoch FROM now() - c.run_at) * 1000)::double precision
-        FROM claimed AS c
-        ORDER BY c.priority DESC, c.run_at, c.id;
-    ELSE
-        RETURN QUERY
-        WITH candidates AS MATERIALIZED (
-            SELECT j.id FROM {schema}.jobs AS j
-            WHERE j.status = 'queued' AND j.run_at <= now() AND j.task = ANY(task_names)
-              AND j.queue = ANY(queue_names)
-            ORDER BY j.priority DESC, j.run_at, j.id
-            LIMIT max_jobs
-            FOR UPDATE SKIP LOCKED
-        ), claimed AS (
-            UPDATE {schema}.jobs AS j
-            SET status = 'running', worker_id = claimer, attempts = j.attempts + 1,
-                started_at = now(), cancel_requested = false,
-                lease_expires_at = now() + make_interval(secs => lease_seconds)
-            FROM candidates AS c
-            WHERE j.id = c.id
-            RETURNING j.id, j.task, j.queue, j.args, j.kwargs, j.priority, j.attempts,
-                      j.max_attempts, j.run_at
-        )
-        SELECT c.id, c.task, c.queue, c.args, nullif(c.kwargs, '{{}}'::jsonb), c.priority,
-               c.attempts, c.max_attempts,
-               greatest(0, extract(epoch FROM now() - c.run_at) * 1000)::double precision
-        FROM claimed AS c
-        ORDER BY c.priority DESC, c.run_at, c.id;
-    END IF;
+""" + _v2_claim_query("AND j.queue = queue_names[1]") + """    ELSE
+""" + _v2_claim_query("AND j.queue = ANY(queue_names)") + """    END IF;
 END
 $$;
 

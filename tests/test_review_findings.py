@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from worker_helpers import FAST, create_runs_table, runs
 
+from pgtaskq import defaults
 from pgtaskq.claim_plan import explain_claim
 from pgtaskq.completer import Completer, Outcome
 from pgtaskq.held import HeldJobs
@@ -37,8 +38,8 @@ def status_of(tq, job_id):
 def claim(conn, tq, tasks, limit=10, worker_id=FAKE_WORKER, queues=None):
     """Lease jobs with the worker's own claim statement, as worker ``worker_id``."""
     return conn.execute(render(tq.schema, worker_sql.CLAIM), {
-        "worker_id": worker_id, "tasks": tasks, "limit": limit, "lease": 60, "claimers": 2,
-        "queues": queues,
+        "worker_id": worker_id, "tasks": tasks, "limit": limit, "lease": 60,
+        "claimers": defaults.CLAIMERS, "queues": queues,
     }).fetchall()
 
 
@@ -465,7 +466,7 @@ def test_claim_order_across_priorities_with_deferred_jobs_between(tq, db, queues
     add(3, "1 hour", 10)  # not due
     low = add(1, "-1 minute", 4)
     params = {"worker_id": FAKE_WORKER, "tasks": ["t"], "lease": 60, "queues": queues,
-              "claimers": 2}
+              "claimers": defaults.CLAIMERS}
     statement = render(tq.schema, worker_sql.CLAIM)
     first = [row[0] for row in db.execute(statement, {**params, "limit": 5})]
     assert first == high[::-1] + low[::-1][:2]

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from worker_helpers import FAST, create_runs_table, runs
 
+from pgtaskq import defaults
 from pgtaskq.completer import Completer, Outcome, complete_params
 from pgtaskq.held import HeldJobs
 from pgtaskq.pool import LivenessCheck, open_pool
@@ -73,8 +74,8 @@ def _stale_statistics_and_held_jobs(tq, db) -> list[tuple[int, int]]:
                "SELECT 'default', 't', 3 FROM generate_series(1, 20000)")
     db.execute(f'ANALYZE "{tq.schema}".jobs')
     rows = db.execute(render(tq.schema, worker_sql.CLAIM), {
-        "worker_id": FAKE_WORKER, "tasks": ["t"], "limit": HELD, "lease": 60, "claimers": 2,
-        "queues": None}).fetchall()
+        "worker_id": FAKE_WORKER, "tasks": ["t"], "limit": HELD, "lease": 60,
+        "claimers": defaults.CLAIMERS, "queues": None}).fetchall()
     assert len(rows) == HELD
     return sorted((row[0], row[6]) for row in rows)
 
@@ -115,7 +116,7 @@ def test_heartbeat_probes_each_job_by_primary_key(tq, db):
 def test_claim_commits_without_waiting_for_the_disk(tq, db):
     claim = render(tq.schema, worker_sql.CLAIM)
     params = {"worker_id": FAKE_WORKER, "tasks": ["t"], "limit": 1, "lease": 60, "queues": None,
-              "claimers": 2}
+              "claimers": defaults.CLAIMERS}
     with db.transaction(force_rollback=True):
         db.execute(claim, params).fetchall()
         assert db.execute("SHOW synchronous_commit").fetchone() == ("off",)

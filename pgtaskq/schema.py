@@ -41,7 +41,8 @@ def upgrade(conn: psycopg.Connection, schema: str, target: int | None = None) ->
     with conn.transaction():
         conn.execute(render(schema, migrations.INSTALL_LOCK), {"schema": schema})
         exists = conn.execute(render(schema, migrations.SCHEMA_EXISTS), {"schema": schema})
-        if not exists.fetchone()[0]:  # type: ignore[index]
+        created_schema = not exists.fetchone()[0]  # type: ignore[index]
+        if created_schema:
             # Not "CREATE SCHEMA IF NOT EXISTS": that needs CREATE on the database even
             # when the schema exists, which a role owning only a pre-made schema lacks.
             conn.execute(render(schema, migrations.CREATE_SCHEMA))
@@ -56,31 +57,56 @@ def upgrade(conn: psycopg.Connection, schema: str, target: int | None = None) ->
             conn.execute(render(schema, migrations.MIGRATIONS[version]))
             conn.execute(
                 render(schema, migrations.RECORD_VERSION),
-                {"version": version + 1, "pgtaskq_version": __version__},
+                {"version": version + 1, "pgtaskq_version": __version__,
+                 "created_schema": created_schema and version == before},
             )
     return before, max(before, target)
 
 
 def uninstall(conn: psycopg.Connection, schema: str) -> bool:
-    """Drop pgtaskq's tables and function; drop the schema too if nothing else is in it.
+    """Drop what pgtaskq's install record says it created; return whether it was installed.
 
-    Only pgtaskq's own objects are dropped by name, never ``DROP SCHEMA ... CASCADE``: a
-    schema that also holds the user's tables (``public``, say) keeps them. Returns whether
-    pgtaskq was installed.
+    Only the objects of the versions recorded in ``schema_version`` are dropped, by name,
+    newest version first, and never ``DROP SCHEMA ... CASCADE``: a schema that also holds
+    the user's tables keeps them, and a schema with no install record is not touched at
+    all, even when it holds tables named ``jobs`` or ``workers``. The schema itself goes
+    only when pgtaskq created it and nothing else lives in it.
     """
     with conn.transaction():
         conn.execute(render(schema, migrations.INSTALL_LOCK), {"schema": schema})
-        was_installed = installed_version(conn, schema) > 0
-        conn.execute(render(schema, migrations.UNINSTALL))
-        empty = conn.execute(render(schema, migrations.SCHEMA_IS_EMPTY), {"schema": schema})
-        row = empty.fetchone()
-        if row and row[0]:
-            try:
-                with conn.transaction():  # a savepoint: a failed DROP keeps the rest
-                    conn.execute(render(schema, migrations.DROP_SCHEMA))
-            except psycopg.errors.DependentObjectsStillExist:
-                pass  # the user's types, operators... live there: the schema is theirs too
-    return was_installed
+        version = installed_version(conn, schema)
+        if version == 0:
+            return False
+        if version > migrations.LATEST_VERSION:
+            raise SchemaVersionError(
+                f"schema {schema!r} is at version {version}, newer than this pgtaskq "
+                f"({__version__}) knows ({migrations.LATEST_VERSION}): uninstall with that "
+                "version of pgtaskq"
+            )
+        recorded = conn.execute(
+            render(schema, migrations.SCHEMA_CREATED_BY_PGTASKQ), {"schema": schema}
+        ).fetchone()
+        created_schema = False
+        if recorded and recorded[0]:
+            row = conn.execute(render(schema, migrations.CREATED_SCHEMA)).fetchone()
+            created_schema = bool(row and row[0])
+        for step in reversed(migrations.UNINSTALLS[:version]):
+            conn.execute(render(schema, step))
+        conn.execute(render(schema, migrations.DROP_VERSION_TABLE))
+        if created_schema:
+            _drop_schema_if_empty(conn, schema)
+    return True
+
+
+def _drop_schema_if_empty(conn: psycopg.Connection, schema: str) -> None:
+    empty = conn.execute(render(schema, migrations.SCHEMA_IS_EMPTY), {"schema": schema})
+    row = empty.fetchone()
+    if row and row[0]:
+        try:
+            with conn.transaction():  # a savepoint: a failed DROP keeps the rest
+                conn.execute(render(schema, migrations.DROP_SCHEMA))
+        except psycopg.errors.DependentObjectsStillExist:
+            pass  # the user's types, operators... live there: the schema is theirs too
 
 
 def admin_command(schema: str, command: str) -> str:

@@ -340,3 +340,67 @@ def test_uninstall_keeps_a_schema_holding_only_user_types(
     assert tq.uninstall() is True
     assert schema_exists(db, name)
     assert objects_in(db, name) == users_objects
+
+
+def _users_tables_named_like_pgtaskqs(db: psycopg.Connection, name: str) -> set[str]:
+    ident = sql.Identifier(name)
+    db.execute(sql.SQL("CREATE SCHEMA {s}").format(s=ident))
+    db.execute(sql.SQL("CREATE TABLE {s}.jobs (id int, what text)").format(s=ident))
+    db.execute(sql.SQL("CREATE TABLE {s}.workers (name text)").format(s=ident))
+    db.execute(sql.SQL("INSERT INTO {s}.jobs VALUES (1, 'payroll')").format(s=ident))
+    db.execute(sql.SQL("INSERT INTO {s}.workers VALUES ('ada')").format(s=ident))
+    return objects_in(db, name)
+
+
+def test_uninstall_where_pgtaskq_was_never_installed_drops_nothing(
+    pgtaskq_dsn: str, new_schema: NewSchema, db: psycopg.Connection
+) -> None:
+    """The user's own ``jobs`` and ``workers`` tables are not pgtaskq's to drop."""
+    name = new_schema()
+    users_objects = _users_tables_named_like_pgtaskqs(db, name)
+    assert TaskQueue(pgtaskq_dsn, schema=name).uninstall() is False
+    assert objects_in(db, name) == users_objects
+    rows = db.execute(sql.SQL("SELECT what FROM {}.jobs").format(sql.Identifier(name)))
+    assert rows.fetchall() == [("payroll",)]
+
+
+def test_cli_uninstall_where_pgtaskq_was_never_installed(
+    pgtaskq_dsn: str, new_schema: NewSchema, db: psycopg.Connection
+) -> None:
+    name = new_schema()
+    users_objects = _users_tables_named_like_pgtaskqs(db, name)
+    done = subprocess.run(
+        [sys.executable, "-m", "pgtaskq", "--dsn", pgtaskq_dsn, "--schema", name,
+         "uninstall", "--yes"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "was not installed" in done.stdout and "nothing was dropped" in done.stdout
+    assert schema_exists(db, name)
+    assert objects_in(db, name) == users_objects
+
+
+def test_uninstall_keeps_a_schema_pgtaskq_did_not_create_even_when_empty(
+    pgtaskq_dsn: str, new_schema: NewSchema, db: psycopg.Connection
+) -> None:
+    name = new_schema()
+    db.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    tq = TaskQueue(pgtaskq_dsn, schema=name)
+    tq.install()
+    assert tq.uninstall() is True
+    assert schema_exists(db, name)
+    assert objects_in(db, name) == set()
+
+
+def test_uninstall_of_a_schema_newer_than_the_code_drops_nothing(
+    tq: TaskQueue, db: psycopg.Connection
+) -> None:
+    db.execute(
+        sql.SQL("INSERT INTO {}.schema_version (version, pgtaskq_version) VALUES (%s, '9')")
+        .format(sql.Identifier(tq.schema)),
+        [LATEST_VERSION + 1],
+    )
+    before = objects_in(db, tq.schema)
+    with pytest.raises(SchemaVersionError, match="newer than this pgtaskq"):
+        tq.uninstall()
+    assert objects_in(db, tq.schema) == before

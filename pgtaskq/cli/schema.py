@@ -51,4 +51,6 @@ def uninstall_command(cli_context: CliContext, yes: bool) -> None:
     if queue.uninstall():
         click.echo(f"uninstalled pgtaskq from schema {queue.schema!r}")
     else:
-        click.echo(f"pgtaskq was not installed in schema {queue.schema!r}")
+        click.echo(
+            f"pgtaskq was not installed in schema {queue.schema!r}: nothing was dropped"
+        )

@@ -32,9 +32,12 @@ SCHEMA_VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS {schema}.schema_version (
     version integer PRIMARY KEY,
     applied_at timestamptz NOT NULL DEFAULT now(),
-    pgtaskq_version text NOT NULL
+    pgtaskq_version text NOT NULL,
+    created_schema boolean NOT NULL DEFAULT false
 )
 """
+"""The install record. ``created_schema`` is true on the row of the install that created
+the schema itself: ``uninstall`` drops a schema only then (and only when it is empty)."""
 
 V1 = """
 CREATE TABLE {schema}.jobs (
@@ -321,18 +324,42 @@ SELECT to_regclass(%(qualified)s) IS NOT NULL
 """
 
 RECORD_VERSION = """
-INSERT INTO {schema}.schema_version (version, pgtaskq_version)
-VALUES (%(version)s, %(pgtaskq_version)s)
+INSERT INTO {schema}.schema_version (version, pgtaskq_version, created_schema)
+VALUES (%(version)s, %(pgtaskq_version)s, %(created_schema)s)
 """
 
-UNINSTALL = """
+UNINSTALL_V1 = """
 DROP TABLE IF EXISTS {schema}.jobs, {schema}.job_history, {schema}.workers,
-    {schema}.schedules, {schema}.stats_minute, {schema}.schema_version;
+    {schema}.schedules, {schema}.stats_minute;
 DROP FUNCTION IF EXISTS {schema}.backoff(integer, double precision, double precision);
-DROP FUNCTION IF EXISTS {schema}.claim_jobs(bigint, text[], text[], integer, double precision,
-                                           integer);
 DROP AGGREGATE IF EXISTS {schema}.histogram(integer);
 DROP FUNCTION IF EXISTS {schema}.histogram_step(integer[], integer);
+"""
+
+UNINSTALL_V2 = """
+DROP FUNCTION IF EXISTS {schema}.claim_jobs(bigint, text[], text[], integer, double precision,
+                                           integer);
+"""
+
+UNINSTALLS: list[str] = [UNINSTALL_V1, UNINSTALL_V2]
+"""``UNINSTALLS[i]`` drops what ``MIGRATIONS[i]`` created. Uninstall runs those of the
+versions the install record holds, newest first, and nothing else: a schema where pgtaskq
+was never installed keeps its tables, even ones named ``jobs``."""
+
+assert len(UNINSTALLS) == len(MIGRATIONS), "every migration needs its UNINSTALLS entry"
+
+DROP_VERSION_TABLE = "DROP TABLE {schema}.schema_version"
+
+SCHEMA_CREATED_BY_PGTASKQ = """
+SELECT EXISTS (
+    SELECT FROM information_schema.columns
+    WHERE table_schema = %(schema)s AND table_name = 'schema_version'
+      AND column_name = 'created_schema')
+"""
+"""Installs made before the record had ``created_schema`` did not say: keep their schema."""
+
+CREATED_SCHEMA = """
+SELECT coalesce(bool_or(created_schema), false) FROM {schema}.schema_version
 """
 
 SCHEMA_IS_EMPTY = """

@@ -9,6 +9,7 @@ the task's timeout): checking it costs no database round trip.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from pgtaskq.errors import Cancelled, PgtaskqError
 
@@ -27,8 +28,8 @@ class JobContext:
     context, ~6 us of a no-op job's ~70 us of worker CPU.
     """
 
-    __slots__ = ("_cancelled", "_event", "attempt", "id", "max_attempts", "queue", "task",
-                 "timed_out", "worker_id")
+    __slots__ = ("_callbacks", "_cancelled", "_event", "attempt", "id", "max_attempts",
+                 "queue", "task", "timed_out", "worker_id")
 
     def __init__(self, id: int, task: str, queue: str, attempt: int, max_attempts: int,
                  worker_id: int | None = None) -> None:
@@ -42,6 +43,7 @@ class JobContext:
         self.timed_out = False
         self._cancelled = False
         self._event: threading.Event | None = None
+        self._callbacks: list[Callable[[], None]] | None = None
 
     def __repr__(self) -> str:
         return (f"JobContext(id={self.id!r}, task={self.task!r}, queue={self.queue!r}, "
@@ -69,8 +71,25 @@ class JobContext:
         with _cancel_lock:
             self._cancelled = True
             event = self._event
+            callbacks = list(self._callbacks or ())
         if event is not None:
             event.set()
+        for callback in callbacks:
+            callback()
+
+    def add_cancel_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the cancelling thread) when the job is cancelled; at
+        once if it already is. The coroutine runner uses it to cancel its asyncio task."""
+        with _cancel_lock:
+            if not self._cancelled:
+                self._callbacks = [*(self._callbacks or ()), callback]
+                return
+        callback()
+
+    def remove_cancel_callback(self, callback: Callable[[], None]) -> None:
+        with _cancel_lock:
+            if self._callbacks and callback in self._callbacks:
+                self._callbacks = [c for c in self._callbacks if c is not callback]
 
     def check_cancelled(self) -> None:
         """Raise ``Cancelled`` if a cancel was requested; call it between units of work."""

@@ -1,4 +1,5 @@
-"""Slot threads: each runs one job at a time, a plain function call in its own thread.
+"""Slot threads: each runs one job at a time, a plain function call in its own thread
+(an ``async def`` task's coroutine is run to completion there, see ``pgtaskq.coroutines``).
 
 Slots take jobs from one shared hand-off queue filled by the main loop and give each outcome
 to the completer; they never touch the database themselves, so a slow or stuck job costs a
@@ -15,10 +16,12 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from types import CoroutineType
 from typing import Any
 
 from pgtaskq.completer import Outcome
 from pgtaskq.context import JobContext, set_current
+from pgtaskq.coroutines import run_to_completion
 from pgtaskq.errors import Cancelled, Retry
 from pgtaskq.held import HeldJob
 
@@ -117,7 +120,8 @@ class Slots:
         try:
             if func is None:  # the claim only leases registered tasks; defensive
                 raise LookupError(f"task {job.task!r} is not registered in this worker")
-            call: Callable[[], Any] = lambda: func(*job.args, **job.kwargs)  # noqa: E731
+            call: Callable[[], Any] = lambda: _completed(  # noqa: E731
+                func(*job.args, **job.kwargs), context)
             for middleware in reversed(self._middlewares):
                 call = _wrap(middleware, context, call)
             result = call()
@@ -143,6 +147,14 @@ class Slots:
         if context.timed_out:
             return Outcome.failed(job, _timeout_message(job))
         return Outcome.succeeded(job, _result_json(job, result))
+
+
+def _completed(value: Any, context: JobContext) -> Any:
+    """What the task returned, with a coroutine (``async def`` tasks) run to completion
+    here, inside the middlewares, so they wrap the whole run and not just its creation."""
+    if type(value) is CoroutineType:
+        return run_to_completion(value, context)
+    return value
 
 
 def _wrap(middleware: JobMiddleware, context: JobContext,

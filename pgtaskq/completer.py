@@ -47,7 +47,7 @@ class Outcome:
 
     job_id: int
     attempt: int
-    kind: str  # succeeded | failed | retry | cancelled
+    kind: str  # succeeded | failed | retry | cancelled | discarded (failed, never retried)
     error: str | None = None
     result: str | None = None  # JSON text
     delay: float | None = None  # retry delay override, seconds
@@ -75,6 +75,11 @@ class Outcome:
     @classmethod
     def failed(cls, job: HeldJob, error: str) -> Outcome:
         return cls._of(job, "failed", error=error)
+
+    @classmethod
+    def discarded(cls, job: HeldJob, error: str) -> Outcome:
+        """Failed for good, whatever attempts remain (``FinalFailure``)."""
+        return cls._of(job, "discarded", error=error)
 
     @classmethod
     def retry(cls, job: HeldJob, delay: float | None, error: str) -> Outcome:

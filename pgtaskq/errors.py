@@ -55,10 +55,20 @@ class Retry(Exception):
                                     else "retry requested"))
 
 
+class FinalFailure(Exception):
+    """The attempt failed in a way another attempt cannot fix: the job fails now, with
+    attempts left or not.
+
+    The Django integration raises it (from the original error) when a django.tasks task's
+    return value cannot be stored: running the body again would repeat its side effects
+    and fail the same way. The job's error is that of ``__cause__`` when there is one.
+    """
+
+
 class Cancelled(Exception):
     """Raised by ``JobContext.check_cancelled()`` once a cancel was requested for the job."""
 
 
 for _cls in (PgtaskqError, ConfigurationError, SchemaNotInstalledError, SchemaVersionError,
-             JobNotFoundError, DatabaseUnavailableError, Retry, Cancelled):
+             JobNotFoundError, DatabaseUnavailableError, Retry, Cancelled, FinalFailure):
     _cls.__module__ = "pgtaskq"

@@ -43,7 +43,7 @@ def params(batch: Sequence[Outcome]) -> dict[str, Any]:
             group[0] += 1
         elif kind == "cancelled":
             group[3] += 1
-        elif o.attempt < o.max_attempts:  # failed or retry, attempts left: queued again
+        elif kind != "discarded" and o.attempt < o.max_attempts:  # queued again
             group[2] += 1
         else:
             group[1] += 1

@@ -22,7 +22,7 @@ from typing import Any
 from pgtaskq.completer import Outcome
 from pgtaskq.context import JobContext, set_current
 from pgtaskq.coroutines import run_to_completion
-from pgtaskq.errors import Cancelled, Retry
+from pgtaskq.errors import Cancelled, FinalFailure, Retry
 from pgtaskq.held import HeldJob
 
 log = logging.getLogger("pgtaskq.worker")
@@ -133,6 +133,13 @@ class Slots:
             if context.timed_out:
                 return Outcome.failed(job, _timeout_message(job))
             return Outcome.cancelled(job, f"Cancelled: {exc}")
+        except FinalFailure as exc:
+            if context.timed_out:
+                return Outcome.failed(job, _timeout_message(job))
+            cause = exc.__cause__ or exc
+            log.warning("job %d (%s) failed for good on attempt %d: %s: %s", job.id, job.task,
+                        job.attempt, type(cause).__name__, cause)
+            return Outcome.discarded(job, "".join(traceback.format_exception(cause)))
         except BaseException as exc:
             if context.timed_out:
                 return Outcome.failed(job, _timeout_message(job))

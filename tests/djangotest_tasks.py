@@ -77,3 +77,13 @@ def _recorder(name: str) -> Any:
 
 task_started.connect(_recorder("started"), weak=False, dispatch_uid="djangotest.started")
 task_finished.connect(_recorder("finished"), weak=False, dispatch_uid="djangotest.finished")
+
+
+@task
+def returns_a_set(marker: str) -> Any:
+    """Has a side effect, then returns what JSON cannot hold."""
+    path = os.environ.get("DJANGOTEST_SIDE_EFFECTS")
+    if path:
+        with open(path, "a") as effects:
+            effects.write(marker + "\n")
+    return {1, 2, 3}

@@ -142,6 +142,32 @@ def test_worker_runs_tasks_with_results_retries_and_signals(
     assert worker.stop() == 0, worker.output()
 
 
+def test_a_result_json_cannot_hold_fails_once_without_running_again(
+    tasks, django_tq, tq, worker_process, tmp_path: Path
+):
+    """django.tasks' ImmediateBackend fails such a task once; retrying it ran the body
+    (and its side effects) again on every attempt, failing the same way each time."""
+    effects = tmp_path / "effects.txt"
+    worker = worker_process(
+        WORKER_APP, "--backoff-base", "0.05", "--poll-interval", "0.5",
+        env={"DJANGO_SETTINGS_MODULE": "djangotest_settings",
+             "DJANGOTEST_SIDE_EFFECTS": str(effects)},
+    )
+    worker.wait_ready()
+    result = tasks.returns_a_set.enqueue("ran")
+    wait_until(lambda: tasks.returns_a_set.get_result(result.id).is_finished, 30,
+               what="job finished")
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED
+    assert result.attempts == 1
+    assert result.errors[-1].exception_class is TypeError
+    assert "Unsupported type" in result.errors[-1].traceback
+    assert effects.read_text().splitlines() == ["ran"]
+    job = tq.get_job(int(result.id))
+    assert (job.status, job.attempts, job.max_attempts) == ("failed", 1, 3)
+    assert worker.stop() == 0, worker.output()
+
+
 def test_a_dead_workers_django_task_runs_again_elsewhere(tasks, django_tq, tq, worker_process):
     fast_rescue = ("--lease", "1", "--heartbeat-interval", "0.2", "--rescue-interval", "0.3",
                    "--poll-interval", "0.5")

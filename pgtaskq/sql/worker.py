@@ -65,9 +65,9 @@ WITH outcome AS (
     -- a failure or Retry of a job whose cancel was requested ends it 'cancelled' rather
     -- than queueing it again (the request may have come after the slot's outcome)
     SELECT j.id, j.queue, j.task,
-           CASE WHEN o.kind IN ('failed', 'retry') AND j.cancel_requested THEN 'cancelled'
-                ELSE o.kind END AS kind,
-           o.kind IN ('failed', 'retry') AND j.cancel_requested AS overridden,
+           CASE WHEN o.kind IN ('failed', 'retry', 'discarded') AND j.cancel_requested
+                THEN 'cancelled' ELSE o.kind END AS kind,
+           o.kind IN ('failed', 'retry', 'discarded') AND j.cancel_requested AS overridden,
            o.error, o.result, o.delay, o.wait_bucket, o.run_bucket,
            (o.kind IN ('failed', 'retry') AND j.attempts < j.max_attempts
             AND NOT j.cancel_requested) AS again
@@ -137,7 +137,7 @@ WITH outcome AS (
     -- rows, aggregated here
     SELECT date_trunc('minute', now()), queue, task, %(worker_id)s,
            count(*) FILTER (WHERE kind = 'succeeded'),
-           count(*) FILTER (WHERE kind IN ('failed', 'retry') AND NOT again),
+           count(*) FILTER (WHERE kind IN ('failed', 'retry', 'discarded') AND NOT again),
            count(*) FILTER (WHERE again),
            count(*) FILTER (WHERE kind = 'cancelled'),
            {schema}.histogram(wait_bucket), {schema}.histogram(run_bucket)

@@ -33,7 +33,7 @@ from pgtaskq.contrib.django._compat import (
     task_started,
 )
 from pgtaskq.contrib.django.conf import get_queue
-from pgtaskq.errors import Cancelled
+from pgtaskq.errors import Cancelled, FinalFailure
 
 logger = logging.getLogger("pgtaskq.django")
 
@@ -62,29 +62,39 @@ def run_attempt(alias: str, path: str, args: list, kwargs: dict) -> Any:
             value = task.call(TaskContext(task_result=result), *args, **kwargs)
         else:
             value = task.call(*args, **kwargs)
-        value = normalize_json(value)
     except Exception as exc:
         retrying = (
             job_context.attempt < job_context.max_attempts and not isinstance(exc, Cancelled)
         )
-        error = TaskError(
-            exception_class_path=f"{type(exc).__module__}.{type(exc).__qualname__}",
-            traceback="".join(traceback.format_exception(exc)),
-        )
-        results.set_fields(
-            result,
-            status=TaskResultStatus.READY if retrying else TaskResultStatus.FAILED,
-            finished_at=None if retrying else timezone.now(),
-            errors=[*result.errors, error],
-        )
-        _send(task_finished, backend, result)
+        _finish_failed(backend, result, exc, retrying)
         raise
+    try:
+        value = normalize_json(value)
+    except Exception as exc:
+        # The body ran and did its work: another attempt would repeat it and fail the
+        # same way. Fail the job once, as django.tasks' ImmediateBackend does.
+        _finish_failed(backend, result, exc, retrying=False)
+        raise FinalFailure(f"the return value of {path} is not JSON: {exc}") from exc
     results.set_fields(
         result, status=TaskResultStatus.SUCCESSFUL, finished_at=timezone.now(),
         _return_value=value,
     )
     _send(task_finished, backend, result)
     return value
+
+
+def _finish_failed(backend: Any, result: TaskResult, exc: Exception, retrying: bool) -> None:
+    error = TaskError(
+        exception_class_path=f"{type(exc).__module__}.{type(exc).__qualname__}",
+        traceback="".join(traceback.format_exception(exc)),
+    )
+    results.set_fields(
+        result,
+        status=TaskResultStatus.READY if retrying else TaskResultStatus.FAILED,
+        finished_at=None if retrying else timezone.now(),
+        errors=[*result.errors, error],
+    )
+    _send(task_finished, backend, result)
 
 
 def _running_result(

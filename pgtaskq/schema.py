@@ -53,6 +53,8 @@ def upgrade(conn: psycopg.Connection, schema: str, target: int | None = None) ->
                 f"schema {schema!r} is at version {before}, newer than this pgtaskq "
                 f"({__version__}) knows ({migrations.LATEST_VERSION}); upgrade pgtaskq"
             )
+        if before < target:
+            _bring_record_up_to_date(conn, schema)
         for version in range(before, target):
             conn.execute(render(schema, migrations.MIGRATIONS[version]))
             conn.execute(
@@ -61,6 +63,15 @@ def upgrade(conn: psycopg.Connection, schema: str, target: int | None = None) ->
                  "created_schema": created_schema and version == before},
             )
     return before, max(before, target)
+
+
+def _bring_record_up_to_date(conn: psycopg.Connection, schema: str) -> None:
+    """Add ``created_schema`` to an install record written before it existed."""
+    has_column = conn.execute(
+        render(schema, migrations.SCHEMA_CREATED_BY_PGTASKQ), {"schema": schema}
+    ).fetchone()
+    if not (has_column and has_column[0]):
+        conn.execute(render(schema, migrations.ADD_CREATED_SCHEMA_COLUMN))
 
 
 def uninstall(conn: psycopg.Connection, schema: str) -> bool:

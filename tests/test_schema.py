@@ -230,6 +230,26 @@ def test_upgrade_from_every_earlier_version(
     assert version_rows(db, old) == list(range(1, LATEST_VERSION + 1))
 
 
+@pytest.mark.parametrize("start", range(1, LATEST_VERSION))
+def test_upgrade_of_an_install_whose_record_predates_created_schema(
+    conn: psycopg.Connection, db: psycopg.Connection, new_schema: NewSchema, start: int
+) -> None:
+    """Installs made before the record had ``created_schema`` (pgtaskq <= schema version 2)
+    must still upgrade: recording the new versions used to name the missing column."""
+    old = new_schema()
+    schema_admin.upgrade(conn, old, target=start)
+    db.execute(
+        sql.SQL("ALTER TABLE {}.schema_version DROP COLUMN created_schema").format(
+            sql.Identifier(old)
+        )
+    )
+    assert schema_admin.upgrade(conn, old) == (start, LATEST_VERSION)
+    assert version_rows(db, old) == list(range(1, LATEST_VERSION + 1))
+    # The upgrade did not create the schema: uninstall keeps it (now empty).
+    assert schema_admin.uninstall(conn, old)
+    assert schema_exists(db, old)
+
+
 def test_every_migration_is_a_step(
     conn: psycopg.Connection, new_schema: NewSchema
 ) -> None:

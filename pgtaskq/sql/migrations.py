@@ -358,6 +358,13 @@ SELECT EXISTS (
 """
 """Installs made before the record had ``created_schema`` did not say: keep their schema."""
 
+ADD_CREATED_SCHEMA_COLUMN = """
+ALTER TABLE {schema}.schema_version
+    ADD COLUMN created_schema boolean NOT NULL DEFAULT false
+"""
+"""Brings an older install record up to the shape ``RECORD_VERSION`` writes; run only when
+there are versions to record, so an up-to-date schema needs no ownership of the table."""
+
 CREATED_SCHEMA = """
 SELECT coalesce(bool_or(created_schema), false) FROM {schema}.schema_version
 """

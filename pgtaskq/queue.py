@@ -35,6 +35,7 @@ from pgtaskq.pool import LivenessCheck, open_pool
 from pgtaskq.prepared import PreparedStatement
 from pgtaskq.sql import channel_name, render, validate_schema_name
 from pgtaskq.sql import jobs as job_sql
+from pgtaskq.sql import queues as queue_sql
 from pgtaskq.task import Task
 
 if TYPE_CHECKING:
@@ -548,6 +549,30 @@ class TaskQueue:
                 "running"
             ) from exc
         return bool(rows)
+
+    # -- pause and resume queues --------------------------------------------------------
+
+    def pause(self, queue: str, *, conn: Any = None) -> bool:
+        """Stop every worker claiming jobs of ``queue`` (from each one's next claim on).
+
+        Jobs already running finish; new jobs may still be enqueued and wait. Returns
+        False when the queue was already paused. The queue need not exist yet.
+        """
+        rows = self._run(queue_sql.PAUSE, {"queue": options.check_queue(queue)}, conn)
+        return bool(rows)
+
+    def resume(self, queue: str, *, conn: Any = None) -> bool:
+        """Let workers claim ``queue`` again (idle ones are woken at once).
+
+        Returns False when the queue was not paused.
+        """
+        rows = self._run(queue_sql.RESUME, {"queue": options.check_queue(queue),
+                                            "channel": self.channel}, conn)
+        return bool(rows)
+
+    def paused_queues(self) -> dict[str, datetime]:
+        """The paused queues, by name, with the time each was paused."""
+        return {queue: at for queue, at in self._run(queue_sql.LIST_PAUSED, {})}
 
 
 def default_task_name(function: Callable[..., Any]) -> str:

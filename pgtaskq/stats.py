@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 
 from pgtaskq import defaults, histogram
+from pgtaskq.sql import queues as queue_sql
 from pgtaskq.sql import render
 from pgtaskq.sql import stats as stats_sql
 
@@ -63,6 +64,8 @@ class Row:
     run_histogram: list[int] = field(default_factory=list, repr=False)
     series: list[int] = field(default_factory=list)
     """Attempts finished per minute over the last hour, oldest first (queue rows only)."""
+    paused: bool = False
+    """Workers do not claim this queue's jobs (``TaskQueue.pause``)."""
 
     def percentiles(self, which: str) -> dict[str, float | None]:
         counts = self.wait_histogram if which == "wait" else self.run_histogram
@@ -99,6 +102,8 @@ class Row:
             else round(self.oldest_ready_age, 3),
             "estimated": self.estimated,
         }
+        if self.queue is not None:
+            data["paused"] = self.paused
         if self.task is None and self.queue is not None:
             data["finished_per_minute"] = list(self.series)
         return data
@@ -155,6 +160,8 @@ class Snapshot:
     workers: list[WorkerInfo]
     failures: list[Failure]
     elapsed_ms: float
+    paused: dict[str, datetime] = field(default_factory=dict)
+    """Paused queues and when each was paused."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -169,6 +176,7 @@ class Snapshot:
             "total": self.total.to_json(),
             "workers": [w.to_json() for w in self.workers],
             "recent_failures": [f.to_json() for f in self.failures],
+            "paused_queues": {q: at.isoformat() for q, at in self.paused.items()},
         }
 
 
@@ -249,6 +257,12 @@ def collect(conn: psycopg.Connection, schema: str, *, queue: str | None = None,
         index = 59 - int((minute - at).total_seconds() // 60)
         if 0 <= index < 60:
             series[index] += int(count)
+    paused = {q: at for q, at in run(queue_sql.LIST_PAUSED, {})
+              if queue is None or q == queue}
+    for q in paused:  # listed even when empty, so a dashboard can resume it
+        queue_rows.setdefault(q, Row(q, None))
+    for r in [*tasks, *queue_rows.values()]:
+        r.paused = r.queue in paused
     queues = [queue_rows[q] for q in sorted(queue_rows)]
     for r in [*tasks, *queues, total]:
         r.throughput = r.finished_1m / window
@@ -269,7 +283,7 @@ def collect(conn: psycopg.Connection, schema: str, *, queue: str | None = None,
               for f in run(stats_sql.RECENT_FAILURES, params)] if failures > 0 else []
     return Snapshot(at=now, window_1m_seconds=window, estimated=estimated, tasks=tasks,
                     queues=queues, total=total, workers=workers, failures=failed,
-                    elapsed_ms=(time.perf_counter() - began) * 1000)
+                    elapsed_ms=(time.perf_counter() - began) * 1000, paused=paused)
 
 
 def _sample_scale(sample: list[tuple[Any, ...]], percent: float, pages: int,

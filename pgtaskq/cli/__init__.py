@@ -27,6 +27,7 @@ from pgtaskq.cli.jobs import (
     show_command,
 )
 from pgtaskq.cli.ops import check_command, purge_command
+from pgtaskq.cli.queues import pause_command, resume_command
 from pgtaskq.cli.schedules import schedules_command
 from pgtaskq.cli.schema import install_command, uninstall_command, upgrade_command
 from pgtaskq.cli.stats import stats_command
@@ -62,6 +63,8 @@ cli.add_command(schedules_command)
 cli.add_command(stats_command)
 cli.add_command(check_command)
 cli.add_command(purge_command)
+cli.add_command(pause_command)
+cli.add_command(resume_command)
 # -- end of commands --------------------------------------------------------------------
 
 

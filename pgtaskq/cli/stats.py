@@ -84,13 +84,17 @@ def render(snapshot: stats.Snapshot, schema: str) -> str:
         notes.append("~ = estimate from a table sample (jobs table too large to count); "
                      "oldest ready per queue is exact")
     out.extend("  " + note for note in notes)
+    if snapshot.paused:
+        out += ["", f"PAUSED queues: {', '.join(snapshot.paused)} (workers do not claim "
+                "their jobs; 'pgtaskq resume QUEUE')"]
     if snapshot.queues:
         out += ["", "finished per minute, last hour (oldest left):"]
         width = max(len(q.queue or "") for q in snapshot.queues)
         for q in snapshot.queues:
             out.append(f"  {(q.queue or '').ljust(width)} |{sparkline(q.series)}| "
                        f"max {max(q.series, default=0):,}/min, now {q.throughput:,.1f}/s, "
-                       f"oldest ready {format_age(q.oldest_ready_age) or '-'}")
+                       f"oldest ready {format_age(q.oldest_ready_age) or '-'}"
+                       + (", PAUSED" if q.paused else ""))
     out += ["", "workers:"]
     if snapshot.workers:
         out.append(tabulate(

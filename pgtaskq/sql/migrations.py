@@ -300,7 +300,91 @@ The three queries differ only in their queue condition; PL/pgSQL plans each once
 connection.
 """
 
-MIGRATIONS: list[str] = [V1, V2]
+V3 = """
+CREATE TABLE {schema}.paused_queues (
+    queue text PRIMARY KEY,
+    paused_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE OR REPLACE FUNCTION {schema}.claim_jobs(
+    claimer bigint, task_names text[], queue_names text[], max_jobs integer,
+    lease_seconds double precision, claimers integer)
+RETURNS TABLE (id bigint, task text, queue text, args jsonb, kwargs jsonb, priority integer,
+               attempts integer, max_attempts integer, wait_ms double precision)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    queue_set text;
+    turn_taken boolean := false;
+    paused text[];
+BEGIN
+    -- Claim turns, as in version 2 (keyed on the queue set the worker asked for).
+    IF claimers > 0 THEN
+        queue_set := coalesce((SELECT string_agg(DISTINCT q, ',' ORDER BY q)
+                               FROM unnest(queue_names) AS q), '*');
+        FOR turn IN 0 .. claimers - 1 LOOP
+            turn_taken := pg_try_advisory_xact_lock(hashtext('pgtaskq.claim {schema}'),
+                                                    hashtext(queue_set || ':' || turn));
+            EXIT WHEN turn_taken;
+        END LOOP;
+        IF NOT turn_taken THEN  -- every turn is taken: wait for one
+            PERFORM pg_advisory_xact_lock(
+                hashtext('pgtaskq.claim {schema}'),
+                hashtext(queue_set || ':' || (pg_backend_pid() % claimers)));
+        END IF;
+    END IF;
+    -- Paused queues: read at every claim, so a pause holds for every worker from its
+    -- next claim on. The queues to claim from become an explicit list without them
+    -- (never a filter on the index walk: a paused queue's backlog at the head of
+    -- jobs_ready would be read and skipped by every claim).
+    SELECT array_agg(p.queue) INTO paused FROM {schema}.paused_queues AS p;
+    IF paused IS NOT NULL THEN
+        IF queue_names IS NULL THEN
+            -- every queue with queued jobs: a loose index scan of jobs_ready_by_queue
+            queue_names := ARRAY(
+                WITH RECURSIVE queues AS (
+                    (SELECT j.queue FROM {schema}.jobs AS j WHERE j.status = 'queued'
+                     ORDER BY j.queue LIMIT 1)
+                    UNION ALL
+                    SELECT (SELECT j.queue FROM {schema}.jobs AS j
+                            WHERE j.status = 'queued' AND j.queue > q.queue
+                            ORDER BY j.queue LIMIT 1)
+                    FROM queues AS q WHERE q.queue IS NOT NULL
+                )
+                SELECT q.queue FROM queues AS q
+                WHERE q.queue IS NOT NULL AND q.queue <> ALL(paused));
+        ELSE
+            queue_names := ARRAY(SELECT q FROM unnest(queue_names) AS q
+                                 WHERE q <> ALL(paused));
+        END IF;
+        IF cardinality(queue_names) = 0 THEN
+            RETURN;
+        END IF;
+    END IF;
+    PERFORM set_config('synchronous_commit', 'off', true), set_config('jit', 'off', true);
+    IF queue_names IS NULL OR cardinality(queue_names) = 1 THEN
+        PERFORM set_config('enable_sort', 'off', true),
+                set_config('enable_bitmapscan', 'off', true);
+    END IF;
+    IF queue_names IS NULL THEN
+""" + _v2_claim_query("") + """    ELSIF cardinality(queue_names) = 1 THEN
+""" + _v2_claim_query("AND j.queue = queue_names[1]") + """    ELSE
+""" + _v2_claim_query("AND j.queue = ANY(queue_names)") + """    END IF;
+END
+$$;
+"""
+"""Pause and resume a queue (``TaskQueue.pause``, ``pgtaskq pause``).
+
+A paused queue is a row of ``paused_queues``; ``claim_jobs`` reads that small table at
+every claim and leaves those queues out, so a pause holds for every worker from its next
+claim on, with no message to deliver (resuming sends the queue's wake-up so idle workers
+claim at once). Jobs already leased run to their end. Everything version 2's claim does
+(turns, settings, the three queue conditions) is unchanged; with a queue paused, a worker
+of every queue claims from the explicit list of the other queues that have jobs (found by
+a loose index scan), so the paused backlog is never walked.
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3]
 """``MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``; the last index + 1 is current."""
 
 LATEST_VERSION = len(MIGRATIONS)
@@ -341,7 +425,12 @@ DROP FUNCTION IF EXISTS {schema}.claim_jobs(bigint, text[], text[], integer, dou
                                            integer);
 """
 
-UNINSTALLS: list[str] = [UNINSTALL_V1, UNINSTALL_V2]
+UNINSTALL_V3 = """
+DROP TABLE IF EXISTS {schema}.paused_queues;
+"""
+"""Version 3's claim_jobs replaced version 2's: UNINSTALL_V2 drops it."""
+
+UNINSTALLS: list[str] = [UNINSTALL_V1, UNINSTALL_V2, UNINSTALL_V3]
 """``UNINSTALLS[i]`` drops what ``MIGRATIONS[i]`` created. Uninstall runs those of the
 versions the install record holds, newest first, and nothing else: a schema where pgtaskq
 was never installed keeps its tables, even ones named ``jobs``."""

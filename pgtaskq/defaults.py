@@ -26,7 +26,16 @@ POOL_MIN_SIZE = 1
 """Connections the TaskQueue's own pool keeps open."""
 
 POOL_MAX_SIZE = 10
-"""Most connections the TaskQueue's own pool opens."""
+"""Most connections the TaskQueue's own pool opens (per process: a web process's
+connections to PostgreSQL are at most this many, whatever its thread count)."""
+
+POOL_TIMEOUT = 5.0
+"""Longest ``enqueue()`` (and every call on the TaskQueue's own pool) waits for a database
+connection before raising ``DatabaseUnavailableError``."""
+
+PRODUCER_APPLICATION_NAME = "pgtaskq producer"
+"""``application_name`` of the TaskQueue's own pool (``pg_stat_activity``), unless the DSN
+or ``connect_kwargs`` set one."""
 
 CONCURRENCY = 8
 """Slot threads per worker process."""

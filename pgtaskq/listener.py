@@ -20,6 +20,7 @@ import os
 import select
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -47,9 +48,10 @@ class Listener:
     """``wait(timeout)`` until a notification, a ``wake()`` or the timeout."""
 
     def __init__(self, conninfo: str | None, channel: str, *,
-                 application_name: str = "pgtaskq listener") -> None:
+                 connect_kwargs: dict[str, Any] | None = None) -> None:
         self._conninfo = conninfo
-        self._application_name = application_name
+        self._connect_kwargs = {"application_name": "pgtaskq listener", "connect_timeout": 5,
+                                **(connect_kwargs or {})}
         self._channel = channel
         self._conn: psycopg.Connection | None = None
         self._failures = 0
@@ -81,8 +83,7 @@ class Listener:
         if time.monotonic() < self._next_attempt:
             return False
         try:
-            conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5,
-                                   application_name=self._application_name)
+            conn = psycopg.connect(self._conninfo, autocommit=True, **self._connect_kwargs)
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
         except psycopg.Error as exc:
             self._failures += 1

@@ -78,13 +78,15 @@ def _input_pending(conn: psycopg.Connection) -> bool:
 
 def open_pool(
     conninfo: str, *, min_size: int, max_size: int, name: str, liveness: LivenessCheck,
-    **kwargs: Any,
+    timeout: float = 30.0, **kwargs: Any,
 ) -> ConnectionPool:
-    """An open pool of autocommit connections guarded by ``liveness``."""
+    """An open pool of autocommit connections guarded by ``liveness``; ``kwargs`` go to
+    ``psycopg.connect``; ``timeout`` is how long a borrow waits by default."""
     return ConnectionPool(
         conninfo,
         min_size=min_size,
         max_size=max_size,
+        timeout=timeout,
         kwargs={"autocommit": True, **kwargs},
         configure=liveness.mark_used,
         check=liveness.check,

@@ -12,11 +12,18 @@ parameters costs a few. This module keeps that fast path small and safe:
 - "prepared statement does not exist" (someone ran ``DEALLOCATE ALL``) is answered by
   preparing again and executing once more, which is safe: the statement failed at bind,
   before it ran;
+- a pooler in transaction mode (PgBouncer before 1.21) hands each statement to whichever
+  server session is free, so a name prepared on one is missing on the next, or already
+  there: that raises ``PreparedStatementLost``, always before the statement ran, and the
+  caller runs it unprepared from then on;
+- the name is derived from the statement's text, so two versions of pgtaskq sharing a
+  pooled server session can never run each other's statement under one name;
 - every other failure raises the same ``psycopg`` exception a cursor would have raised.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import weakref
 from collections.abc import Mapping
@@ -27,14 +34,20 @@ import psycopg
 from psycopg import pq
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
-_UNDEFINED_PREPARED_STATEMENT = "26000"
+_UNDEFINED_PREPARED_STATEMENT = b"26000"
+_DUPLICATE_PREPARED_STATEMENT = b"42P05"
+
+
+class PreparedStatementLost(psycopg.OperationalError):
+    """The server session does not keep our prepared statement (a transaction pooler is in
+    between). Raised before the statement ran: running it again unprepared is safe."""
 
 
 class PreparedStatement:
     """One ``%(name)s`` statement, converted to ``$n`` placeholders and run by name."""
 
-    def __init__(self, name: str, query: str) -> None:
-        self.name = name.encode()
+    def __init__(self, query: str) -> None:
+        self.name = f"pgtaskq_{hashlib.sha1(query.encode()).hexdigest()[:16]}".encode()
         self.params: list[str] = []
 
         def number(match: re.Match[str]) -> str:
@@ -52,13 +65,13 @@ class PreparedStatement:
         if conn not in self._prepared_on:
             self._prepare(conn)
         result = pgconn.exec_prepared(self.name, values)
-        if (
-            result.status == pq.ExecStatus.FATAL_ERROR
-            and result.error_field(pq.DiagnosticField.SQLSTATE)
-            == _UNDEFINED_PREPARED_STATEMENT.encode()
-        ):
+        if _sqlstate(result) == _UNDEFINED_PREPARED_STATEMENT:
             self._prepare(conn)
             result = pgconn.exec_prepared(self.name, values)
+            if _sqlstate(result) == _UNDEFINED_PREPARED_STATEMENT:
+                self._prepared_on.discard(conn)
+                raise PreparedStatementLost(
+                    f"prepared statement {self.name.decode()} vanished right after PREPARE")
         if result.status != pq.ExecStatus.TUPLES_OK:
             raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
         return [
@@ -68,9 +81,19 @@ class PreparedStatement:
 
     def _prepare(self, conn: psycopg.Connection) -> None:
         result = conn.pgconn.prepare(self.name, self.query)
+        if _sqlstate(result) == _DUPLICATE_PREPARED_STATEMENT:
+            raise PreparedStatementLost(
+                f"prepared statement {self.name.decode()} already exists on a session "
+                "this connection never prepared it on")
         if result.status != pq.ExecStatus.COMMAND_OK:
             raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
         self._prepared_on.add(conn)
+
+
+def _sqlstate(result: pq.abc.PGresult) -> bytes | None:
+    if result.status != pq.ExecStatus.FATAL_ERROR:
+        return None
+    return result.error_field(pq.DiagnosticField.SQLSTATE)
 
 
 def _text(value: object) -> bytes | None:

@@ -10,6 +10,7 @@ nothing and needs no database.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -18,7 +19,8 @@ from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg import conninfo as pg_conninfo
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgtaskq import dbapi, defaults, embedded, options
 from pgtaskq import schema as schema_admin
@@ -32,7 +34,7 @@ from pgtaskq.errors import (
 )
 from pgtaskq.job import Job
 from pgtaskq.pool import LivenessCheck, open_pool
-from pgtaskq.prepared import PreparedStatement
+from pgtaskq.prepared import PreparedStatement, PreparedStatementLost
 from pgtaskq.sql import channel_name, render, validate_schema_name
 from pgtaskq.sql import jobs as job_sql
 from pgtaskq.sql import queues as queue_sql
@@ -41,7 +43,12 @@ from pgtaskq.task import Task
 if TYPE_CHECKING:
     from pgtaskq.cron import Schedule
 
+log = logging.getLogger("pgtaskq")
+
 _DEDUPE_RACE_RETRIES = 5
+_PREPARED_STATEMENT_LOST = ("26000", "42P05")
+"""SQLSTATEs of a named statement missing on this server session, or already there: what a
+pooler in transaction mode (PgBouncer < 1.21) does to prepared statements."""
 
 JobMiddleware = Callable[["JobContext", Callable[[], Any]], Any]
 
@@ -56,8 +63,11 @@ class TaskQueue:
         *,
         pool_min_size: int = defaults.POOL_MIN_SIZE,
         pool_max_size: int = defaults.POOL_MAX_SIZE,
+        pool_timeout: float = defaults.POOL_TIMEOUT,
         default_queue: str = defaults.QUEUE,
         default_max_attempts: int = defaults.MAX_ATTEMPTS,
+        prepare: bool | None = None,
+        connect_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self._dsn = dsn
         self.schema = validate_schema_name(
@@ -69,8 +79,20 @@ class TaskQueue:
         self.tasks: dict[str, Task] = {}
         self.job_middlewares: list[JobMiddleware] = []
         self.schedules: dict[str, Schedule] = {}
-        self._pool_min_size = pool_min_size
-        self._pool_max_size = pool_max_size
+        self._pool_min_size = _check_count("pool_min_size", pool_min_size, 0)
+        self._pool_max_size = _check_count("pool_max_size", pool_max_size, 1)
+        if self._pool_min_size > self._pool_max_size:
+            raise ConfigurationError(
+                f"pool_min_size ({pool_min_size}) is larger than pool_max_size "
+                f"({pool_max_size})"
+            )
+        self.pool_timeout = _check_seconds("pool_timeout", pool_timeout)
+        """Longest an enqueue (or any call on the queue's own pool) waits for a connection
+        before raising ``DatabaseUnavailableError``."""
+        self.prepare = prepare_setting(prepare)
+        """Whether pgtaskq may use named prepared statements (off behind PgBouncer < 1.21
+        in transaction mode: ``prepare=False`` or ``$PGTASKQ_PREPARE=0``)."""
+        self._connect_kwargs = dict(connect_kwargs or {})
         self._pool: ConnectionPool | None = None
         self._pool_pid = os.getpid()
         self._pool_lock = threading.Lock()
@@ -82,10 +104,13 @@ class TaskQueue:
     def __repr__(self) -> str:
         return f"<TaskQueue schema={self.schema} tasks={len(self.tasks)}>"
 
-    def reconfigure(self, *, dsn: str | None = None, schema: str | None = None) -> None:
+    def reconfigure(self, *, dsn: str | None = None, schema: str | None = None,
+                    prepare: bool | None = None) -> None:
         """Point an unopened queue elsewhere (``pgtaskq --dsn ... worker app:tq``)."""
         if self._pool is not None:
             raise PgtaskqError("reconfigure() must be called before the queue is used")
+        if prepare is not None:
+            self.prepare = prepare_setting(prepare)
         if dsn is not None:
             self._dsn = dsn
             self._conninfo = None
@@ -115,7 +140,8 @@ class TaskQueue:
     def connect(self, *, autocommit: bool = True, **kwargs: Any) -> psycopg.Connection:
         """A new connection of our own (not from the pool), with a readable error."""
         try:
-            return psycopg.connect(self.conninfo, autocommit=autocommit, **kwargs)
+            return psycopg.connect(self.conninfo, autocommit=autocommit,
+                                   **{**self.connection_kwargs(), **kwargs})
         except psycopg.ProgrammingError as exc:
             # libpq could not parse the DSN itself (``missing "=" after ...``).
             raise ConfigurationError(f"invalid DSN: {first_line(exc)}") from exc
@@ -123,6 +149,29 @@ class TaskQueue:
             raise DatabaseUnavailableError(
                 f"cannot connect to PostgreSQL: {first_line(exc)}"
             ) from exc
+
+    def connection_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """Keyword arguments for every ``psycopg.connect`` pgtaskq makes for this queue.
+
+        ``connect_kwargs`` as given (``sslmode``, ``options``, a ``cursor_factory``...),
+        with psycopg's automatic prepared statements turned off when ``prepare`` is off;
+        ``overrides`` win (a worker's ``application_name``).
+        """
+        kwargs = dict(self._connect_kwargs)
+        if not self.prepare:
+            kwargs["prepare_threshold"] = None
+        kwargs.update(overrides)
+        return kwargs
+
+    def _turn_prepare_off(self, exc: BaseException) -> None:
+        """A pooler between us and PostgreSQL lost a prepared statement: stop preparing."""
+        if self.prepare:
+            self.prepare = False
+            log.warning(
+                "prepared statements failed (%s): a pooler in transaction mode is in the way; "
+                "pgtaskq no longer prepares statements in this process (set "
+                "PGTASKQ_PREPARE=0 or TaskQueue(prepare=False) to start that way)",
+                first_line(exc))
 
     @property
     def pool(self) -> ConnectionPool:
@@ -134,15 +183,23 @@ class TaskQueue:
                 if self._pool is None:
                     # Connect once directly first: a bad DSN then fails at once with
                     # libpq's message instead of after the pool's timeout.
-                    self.connect(connect_timeout=10).close()
+                    self.connect(connect_timeout=_connect_timeout(self.pool_timeout)).close()
                     # No round-trip check per borrow (it doubled the cost of an
                     # enqueue): see pgtaskq.pool for how dead connections are caught.
+                    kwargs = self.connection_kwargs()
+                    if "application_name" not in pg_conninfo.conninfo_to_dict(self.conninfo):
+                        kwargs.setdefault("application_name",
+                                          defaults.PRODUCER_APPLICATION_NAME)
+                    kwargs.setdefault("connect_timeout",
+                                      _connect_timeout(self.pool_timeout))
                     self._pool = open_pool(
                         self.conninfo,
                         min_size=self._pool_min_size,
                         max_size=self._pool_max_size,
                         name=f"pgtaskq-{self.schema}",
                         liveness=self._liveness,
+                        timeout=self.pool_timeout,
+                        **kwargs,
                     )
         return self._pool
 
@@ -165,7 +222,8 @@ class TaskQueue:
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
         """Borrow an autocommit connection from the pool; errors are made readable."""
-        with self._readable_errors(), self.pool.connection() as conn:
+        with self._readable_errors(), self._unavailable_errors(), \
+                self.pool.connection(timeout=self.pool_timeout) as conn:
             yield conn
 
     def close(self) -> None:
@@ -174,6 +232,29 @@ class TaskQueue:
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
+
+    @contextlib.contextmanager
+    def _unavailable_errors(self) -> Iterator[None]:
+        """On the queue's own pool: no connection within ``pool_timeout``, or a connection
+        lost mid-statement, is ``DatabaseUnavailableError`` (never psycopg_pool's
+        ``PoolTimeout`` after its default 30 s)."""
+        try:
+            yield
+        except PoolTimeout as exc:
+            raise DatabaseUnavailableError(
+                f"no database connection within {self.pool_timeout:g}s (pool_timeout): "
+                "is PostgreSQL up and reachable?"
+            ) from exc
+        except psycopg.OperationalError as exc:
+            if not _connection_lost(exc):
+                raise  # a statement timeout, a lock timeout...: not an outage
+            raise DatabaseUnavailableError(
+                f"lost the database connection: {first_line(exc)} (a job being enqueued "
+                "may or may not have been committed)"
+            ) from exc
+
+    def _borrow(self) -> psycopg.Connection:
+        return self.pool.getconn(timeout=self.pool_timeout)
 
     @contextlib.contextmanager
     def _readable_errors(self) -> Iterator[None]:
@@ -198,35 +279,51 @@ class TaskQueue:
         with self._readable_errors():
             if conn is not None:
                 return dbapi.execute(conn, query, params)
-            pool = self.pool
-            own = pool.getconn()
-            try:
-                cursor = own.execute(query, params)
-                result = cursor.pgresult
-                if result is None or result.status != psycopg.pq.ExecStatus.TUPLES_OK:
-                    return []
-                return cursor.fetchall()
-            finally:
-                pool.putconn(own)
+            with self._unavailable_errors():
+                pool = self.pool
+                own = self._borrow()
+                try:
+                    try:
+                        cursor = own.execute(query, params, prepare=None if self.prepare
+                                             else False)
+                    except psycopg.Error as exc:
+                        if not _prepared_statement_lost(exc):
+                            raise
+                        # The statement failed at Parse or Bind, before it ran: safe to
+                        # run again, unprepared.
+                        self._turn_prepare_off(exc)
+                        cursor = own.execute(query, params, prepare=False)
+                    result = cursor.pgresult
+                    if result is None or result.status != psycopg.pq.ExecStatus.TUPLES_OK:
+                        return []
+                    return cursor.fetchall()
+                finally:
+                    pool.putconn(own)
 
     def _run_prepared(self, query_template: str, params: Mapping[str, Any]) -> list:
         """``_run`` on a pooled connection through libpq directly (pgtaskq.prepared).
 
         Only for the single enqueue: the one statement whose client-side cost is a large
-        share of its time. Values come back as text.
+        share of its time. Values come back as text. With ``prepare`` off (a pooler in
+        transaction mode), the same statement runs unprepared.
         """
+        if not self.prepare:
+            return self._run(query_template, params)
         query = render(self.schema, query_template)
         statement = self._prepared.get(query)
         if statement is None:
-            statement = PreparedStatement(f"pgtaskq_{self.schema}_{len(self._prepared)}", query)
+            statement = PreparedStatement(query)
             self._prepared[query] = statement
-        with self._readable_errors():
+        with self._readable_errors(), self._unavailable_errors():
             pool = self.pool
-            own = pool.getconn()
+            own = self._borrow()
             try:
                 return statement.run(own, params)
+            except PreparedStatementLost as exc:
+                self._turn_prepare_off(exc)
             finally:
                 pool.putconn(own)
+        return self._run(query_template, params)
 
     # -- schema -------------------------------------------------------------------------
 
@@ -573,6 +670,50 @@ class TaskQueue:
     def paused_queues(self) -> dict[str, datetime]:
         """The paused queues, by name, with the time each was paused."""
         return {queue: at for queue, at in self._run(queue_sql.LIST_PAUSED, {})}
+
+
+def prepare_setting(prepare: bool | None) -> bool:
+    """``prepare`` as given, else ``$PGTASKQ_PREPARE`` (``0``/``false``/``off``/``no``: off),
+    else on."""
+    if prepare is not None:
+        if not isinstance(prepare, bool):
+            raise ConfigurationError(f"prepare must be True or False, got {prepare!r}")
+        return prepare
+    value = os.environ.get("PGTASKQ_PREPARE", "").strip().lower()
+    if value in ("", "1", "true", "on", "yes"):
+        return True
+    if value in ("0", "false", "off", "no"):
+        return False
+    raise ConfigurationError(
+        f"PGTASKQ_PREPARE must be 1 or 0 (true/false, on/off), got {value!r}")
+
+
+def _check_count(name: str, value: object, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigurationError(f"{name} must be an int >= {least}, got {value!r}")
+    return value
+
+
+def _check_seconds(name: str, value: object) -> float:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not 0 < value < float("inf")):
+        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _prepared_statement_lost(exc: BaseException) -> bool:
+    return getattr(exc, "sqlstate", None) in _PREPARED_STATEMENT_LOST
+
+
+def _connection_lost(exc: psycopg.OperationalError) -> bool:
+    """A broken connection (no SQLSTATE: the socket died) or the server going away."""
+    code = exc.sqlstate
+    return code is None or code.startswith("08") or code in ("57P01", "57P02", "57P03")
+
+
+def _connect_timeout(pool_timeout: float) -> int:
+    """libpq's connect_timeout (whole seconds, at least 2: libpq treats 1 as 2 anyway)."""
+    return max(2, int(pool_timeout + 0.999))
 
 
 def default_task_name(function: Callable[..., Any]) -> str:

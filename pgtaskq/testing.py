@@ -137,6 +137,7 @@ class WorkerProcess:
         args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         cwd: str | None = None,
+        global_args: Sequence[str] = (),
     ) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix="pgtaskq-worker-", suffix=".log")[1])
         full_env = {
@@ -152,7 +153,7 @@ class WorkerProcess:
         )
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in _reap
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pgtaskq", "worker", app, *args],
+            [sys.executable, "-m", "pgtaskq", *global_args, "worker", app, *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=full_env,

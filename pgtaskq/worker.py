@@ -252,7 +252,8 @@ class Worker:
         # and every completer flush, one extra round trip on the worker's hot path.
         self._pool = open_pool(
             conninfo, min_size=2, max_size=4, name="pgtaskq-worker",
-            liveness=LivenessCheck(), application_name=self.application_name,
+            liveness=LivenessCheck(),
+            **self.tq.connection_kwargs(application_name=self.application_name),
         )
         try:
             self._run_with_pool(conninfo)
@@ -290,8 +291,9 @@ class Worker:
                               keep_failed=self.keep_failed, interval=self.prune_interval)
         listen_conninfo = None if self.poll_only else (
             embedded.resolve(self.listen_dsn) if self.listen_dsn else conninfo)
-        self._listener = Listener(listen_conninfo, self.tq.channel,
-                                  application_name=self.application_name)
+        self._listener = Listener(
+            listen_conninfo, self.tq.channel,
+            connect_kwargs=self.tq.connection_kwargs(application_name=self.application_name))
         self._timers = self._make_timers()
         previous_handlers = self._install_signal_handlers()
         try:
@@ -564,8 +566,9 @@ class Worker:
 
         def run() -> None:
             try:
-                with psycopg.connect(self.tq.conninfo, autocommit=True, connect_timeout=5,
-                                     application_name=self.application_name) as conn:
+                kwargs = {"connect_timeout": 5, **self.tq.connection_kwargs(
+                    application_name=self.application_name)}
+                with psycopg.connect(self.tq.conninfo, autocommit=True, **kwargs) as conn:
                     conn.execute(statement)
             except Exception as exc:  # maintenance only: the next one may work
                 log.debug("VACUUM of the jobs table failed: %s", exc)

@@ -40,11 +40,14 @@ from pgtaskq.cli.worker import worker_command
 @click.option("--schema", envvar="PGTASKQ_SCHEMA", show_envvar=True,
               default=defaults.SCHEMA, show_default=True, metavar="NAME",
               help="Schema holding pgtaskq's tables.")
+@click.option("--no-prepare", "no_prepare", is_flag=True,
+              help="Never use named prepared statements (PgBouncer before 1.21 in "
+                   "transaction mode); also $PGTASKQ_PREPARE=0.")
 @click.version_option(__version__, prog_name="pgtaskq")
 @click.pass_context
-def cli(ctx: click.Context, dsn: str | None, schema: str) -> None:
+def cli(ctx: click.Context, dsn: str | None, schema: str, no_prepare: bool) -> None:
     """pgtaskq: a PostgreSQL-native background job queue."""
-    ctx.obj = CliContext(dsn, schema)
+    ctx.obj = CliContext(dsn, schema, prepare=False if no_prepare else None)
     ctx.call_on_close(ctx.obj.close)
 
 

@@ -31,9 +31,11 @@ one_line = first_line
 class CliContext:
     """The group's options; builds the TaskQueue the first time a command asks for it."""
 
-    def __init__(self, dsn: str | None, schema: str) -> None:
+    def __init__(self, dsn: str | None, schema: str, *, prepare: bool | None = None) -> None:
         self.dsn = dsn
         self.schema = schema
+        self.prepare = prepare
+        """False with ``--no-prepare``; None leaves it to ``$PGTASKQ_PREPARE``."""
         self._queue: TaskQueue | None = None
 
     def queue(self) -> TaskQueue:
@@ -44,7 +46,8 @@ class CliContext:
                     "no database configured: pass --dsn or set PGTASKQ_DSN"
                 )
             self._queue = TaskQueue(
-                self.dsn, schema=validate_schema_name(self.schema), pool_max_size=2
+                self.dsn, schema=validate_schema_name(self.schema), pool_max_size=2,
+                prepare=self.prepare,
             )
         return self._queue
 

@@ -107,6 +107,8 @@ def worker_command(ctx: click.Context, cli_context: CliContext, app: str, concur
             source = parent.get_parameter_source(name)
             if source is not None and source.name == "COMMANDLINE":
                 overrides[name] = getattr(cli_context, name)
+        if cli_context.prepare is False:
+            overrides["prepare"] = False
         if overrides:
             tq.reconfigure(**overrides)
     worker = Worker(

@@ -5,6 +5,7 @@ from pgtaskq.context import JobContext as JobContext
 from pgtaskq.context import current_job as current_job
 from pgtaskq.errors import Cancelled as Cancelled
 from pgtaskq.errors import ConfigurationError as ConfigurationError
+from pgtaskq.errors import DatabaseUnavailableError as DatabaseUnavailableError
 from pgtaskq.errors import JobNotFoundError as JobNotFoundError
 from pgtaskq.errors import PgtaskqError as PgtaskqError
 from pgtaskq.errors import Retry as Retry

@@ -176,7 +176,10 @@ def test_concurrent_install_and_upgrade_leave_no_lock(bouncer_dsn, schema_name, 
         for thread in threads:
             thread.join(60)
         assert not errors, errors
-        held = db.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        held = db.execute(  # the install lock of this schema (other tests' locks differ)
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 "
+            "AND classid::bigint = hashtext('pgtaskq.install')::bigint & 4294967295 "
+            "AND objid::bigint = hashtext(%s)::bigint & 4294967295", (schema_name,))
         assert held.fetchone()[0] == 0
         versions = db.execute(
             f'SELECT count(*), max(version) FROM "{schema_name}".schema_version').fetchone()

@@ -106,6 +106,12 @@ def current_job() -> JobContext:
     return context
 
 
+def peek_current() -> JobContext | None:
+    """The running job's context in this thread, or None (for logging filters and
+    integrations, which must not raise outside a job)."""
+    return getattr(_local, "job", None)
+
+
 def set_current(context: JobContext | None) -> None:
     """Bind ``context`` to the calling thread (slots only)."""
     _local.job = context

@@ -32,6 +32,7 @@ from pgtaskq.errors import (
     SchemaNotInstalledError,
     first_line,
 )
+from pgtaskq.hooks import ErrorHook, JobHooks, SuccessHook
 from pgtaskq.job import Job
 from pgtaskq.pool import LivenessCheck, open_pool
 from pgtaskq.prepared import PreparedStatement, PreparedStatementLost
@@ -78,6 +79,7 @@ class TaskQueue:
         self.default_max_attempts = options.check_max_attempts(default_max_attempts)
         self.tasks: dict[str, Task] = {}
         self.job_middlewares: list[JobMiddleware] = []
+        self.job_hooks = JobHooks()
         self.schedules: dict[str, Schedule] = {}
         self._pool_min_size = _check_count("pool_min_size", pool_min_size, 0)
         self._pool_max_size = _check_count("pool_max_size", pool_max_size, 1)
@@ -411,11 +413,28 @@ class TaskQueue:
         """Wrap every job the workers of this queue run: ``middleware(job, call_next)``.
 
         ``job`` is the JobContext, ``call_next()`` runs the rest of the chain and the task
-        and returns its result. Integrations use it (Django closes stale connections around
-        each job); the first added is the outermost.
+        and returns its result; a middleware returns that result (or raises). It runs in
+        the slot thread with ``current_job()`` set, so it can open a scope, a span or a
+        transaction around the task. The first added is the outermost. Integrations use
+        it (Django closes stale connections around each job). Usable as a decorator.
         """
         self.job_middlewares.append(middleware)
         return middleware
+
+    def on_success(self, hook: SuccessHook) -> SuccessHook:
+        """Call ``hook(job, result)`` after each successful attempt (``pgtaskq.hooks``)."""
+        self.job_hooks.success.append(hook)
+        return hook
+
+    def on_retry(self, hook: ErrorHook) -> ErrorHook:
+        """Call ``hook(job, error)`` after each failed attempt that will be retried."""
+        self.job_hooks.retry.append(hook)
+        return hook
+
+    def on_failure(self, hook: ErrorHook) -> ErrorHook:
+        """Call ``hook(job, error)`` when a job's last attempt failed."""
+        self.job_hooks.failure.append(hook)
+        return hook
 
     def connection_for_enqueue(self, conn: Any = None) -> Any:
         """The connection an enqueue without ``conn=`` writes on; None means our own pool.

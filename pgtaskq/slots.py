@@ -5,6 +5,10 @@ Slots take jobs from one shared hand-off queue filled by the main loop and give 
 to the completer; they never touch the database themselves, so a slow or stuck job costs a
 thread, never a connection. Anything a task raises, ``SystemExit`` and
 ``KeyboardInterrupt`` included, fails that attempt and leaves the slot alive.
+
+Each attempt is logged: started and finished at DEBUG (with its duration), a failed attempt
+that will be retried at WARNING in one line, the last failed attempt at ERROR with its
+traceback. The lines carry the job's fields as ``extra`` (``pgtaskq.logs``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pgtaskq.context import JobContext, set_current
 from pgtaskq.coroutines import run_to_completion
 from pgtaskq.errors import Cancelled, FinalFailure, Retry
 from pgtaskq.held import HeldJob
+from pgtaskq.hooks import JobHooks
 
 log = logging.getLogger("pgtaskq.worker")
 
@@ -39,11 +44,13 @@ class Slots:
         resolve: Callable[[str], Callable[..., Any] | None],
         middlewares: list[JobMiddleware],
         on_outcome: Callable[[HeldJob, Outcome], None],
+        hooks: JobHooks | None = None,
     ) -> None:
         self.concurrency = concurrency
         self._resolve = resolve
         self._middlewares = middlewares
         self._on_outcome = on_outcome
+        self._hooks = hooks
         self._handoff: queue.SimpleQueue[HeldJob | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._loop, name=f"pgtaskq-slot-{n}", daemon=True)
@@ -115,8 +122,26 @@ class Slots:
             # Cancelled while it waited for a slot (prefetched): never start it.
             return Outcome.cancelled(job, "Cancelled: cancel requested before the job started")
         func = self._resolve(job.task)
+        debug = log.isEnabledFor(logging.DEBUG)
+        if debug:
+            log.debug("job %d (%s) attempt %d/%d started", job.id, job.task, job.attempt,
+                      job.max_attempts, extra=_job_fields(job))
         job.running_since = time.monotonic()
         set_current(context)
+        try:
+            outcome, error, result = self._call(job, func)
+            if self._hooks:
+                self._hooks.fire(context, outcome.kind, error, result)
+        finally:
+            set_current(None)
+        if debug or outcome.kind in ("failed", "retry", "discarded"):
+            _log_outcome(job, outcome, error)
+        return outcome
+
+    def _call(self, job: HeldJob, func: Callable[..., Any] | None
+              ) -> tuple[Outcome, BaseException | None, Any]:
+        """Run the middlewares and the task: (outcome, what it raised, what it returned)."""
+        context = job.context
         try:
             if func is None:  # the claim only leases registered tasks; defensive
                 raise LookupError(f"task {job.task!r} is not registered in this worker")
@@ -127,33 +152,67 @@ class Slots:
             result = call()
         except Retry as exc:
             if context.timed_out:
-                return Outcome.failed(job, _timeout_message(job))
-            return Outcome.retry(job, exc.delay, f"Retry: {exc}")
+                return _timed_out(job)
+            return Outcome.retry(job, exc.delay, f"Retry: {exc}"), exc, None
         except Cancelled as exc:
             if context.timed_out:
-                return Outcome.failed(job, _timeout_message(job))
-            return Outcome.cancelled(job, f"Cancelled: {exc}")
+                return _timed_out(job)
+            return Outcome.cancelled(job, f"Cancelled: {exc}"), exc, None
         except FinalFailure as exc:
             if context.timed_out:
-                return Outcome.failed(job, _timeout_message(job))
+                return _timed_out(job)
             cause = exc.__cause__ or exc
-            log.warning("job %d (%s) failed for good on attempt %d: %s: %s", job.id, job.task,
-                        job.attempt, type(cause).__name__, cause)
-            return Outcome.discarded(job, "".join(traceback.format_exception(cause)))
+            return (Outcome.discarded(job, "".join(traceback.format_exception(cause))),
+                    cause, None)
         except BaseException as exc:
             if context.timed_out:
-                return Outcome.failed(job, _timeout_message(job))
+                return _timed_out(job)
             if context.cancel_requested:
-                return Outcome.cancelled(job, f"cancelled: {type(exc).__name__}: {exc}")
-            log.warning("job %d (%s) attempt %d/%d failed: %s: %s", job.id, job.task,
-                        job.attempt, job.max_attempts, type(exc).__name__,
-                        str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-            return Outcome.failed(job, traceback.format_exc())
-        finally:
-            set_current(None)
+                return (Outcome.cancelled(job, f"cancelled: {type(exc).__name__}: {exc}"),
+                        exc, None)
+            return Outcome.failed(job, traceback.format_exc()), exc, None
         if context.timed_out:
-            return Outcome.failed(job, _timeout_message(job))
-        return Outcome.succeeded(job, _result_json(job, result))
+            return _timed_out(job)
+        return Outcome.succeeded(job, _result_json(job, result)), None, result
+
+
+def _job_fields(job: HeldJob, **more: Any) -> dict[str, Any]:
+    """``extra`` of pgtaskq's per-job log lines (JSON logs show them as fields)."""
+    return {"job_id": job.id, "task": job.task, "queue": job.queue,
+            "attempt": job.attempt, **more}
+
+
+def _log_outcome(job: HeldJob, outcome: Outcome, error: BaseException | None) -> None:
+    """One line per finished attempt: DEBUG normally, WARNING for a failed attempt that
+    will be retried, ERROR with the traceback for the last one."""
+    fields = _job_fields(job, duration_ms=round(outcome.run_ms, 3), outcome=outcome.kind)
+    prefix = f"job {job.id} ({job.task}) attempt {job.attempt}/{job.max_attempts}"
+    last = job.attempt >= job.max_attempts or outcome.kind == "discarded"
+    if outcome.kind not in ("failed", "discarded") and not (outcome.kind == "retry" and last):
+        log.debug("%s %s in %.1f ms", prefix, outcome.kind, outcome.run_ms, extra=fields)
+        return
+    if not last:
+        log.warning("%s failed, will retry: %s", prefix, _one_line(error, outcome),
+                    extra=fields)
+        return
+    fields["outcome"] = "failed for good"
+    exc_info = None
+    if error is not None and not isinstance(error, TimeoutError):
+        exc_info = (type(error), error, error.__traceback__)
+    log.error("%s failed, no attempts left: %s", prefix, _one_line(error, outcome),
+              exc_info=exc_info, extra=fields)
+
+
+def _one_line(error: BaseException | None, outcome: Outcome) -> str:
+    if error is None or isinstance(error, TimeoutError):
+        return (outcome.error or "").strip().splitlines()[-1] if outcome.error else ""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _timed_out(job: HeldJob) -> tuple[Outcome, BaseException | None, Any]:
+    message = _timeout_message(job)
+    return Outcome.failed(job, message), TimeoutError(message), None
 
 
 def _completed(value: Any, context: JobContext) -> Any:

@@ -138,7 +138,10 @@ class WorkerProcess:
         env: dict[str, str] | None = None,
         cwd: str | None = None,
         global_args: Sequence[str] = (),
+        command: Sequence[str] | None = None,
     ) -> None:
+        """``command`` replaces ``python -m pgtaskq [global_args] worker`` (``python -m
+        django pgtaskq worker``, say); ``app`` and ``args`` follow it (``app=""``: none)."""
         self.log_path = Path(tempfile.mkstemp(prefix="pgtaskq-worker-", suffix=".log")[1])
         full_env = {
             **os.environ,
@@ -153,7 +156,8 @@ class WorkerProcess:
         )
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in _reap
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pgtaskq", *global_args, "worker", app, *args],
+            [*(command or (sys.executable, "-m", "pgtaskq", *global_args, "worker")),
+             *([app] if app else []), *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=full_env,

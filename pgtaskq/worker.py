@@ -280,7 +280,7 @@ class Worker:
             on_requeued=self._note_deferred,
         )
         self._slots = Slots(self.concurrency, self._resolve, self.tq.job_middlewares,
-                            self._on_outcome)
+                            self._on_outcome, self.tq.job_hooks)
         self._heartbeat = Heartbeat(
             self._pool, schema, worker_id, self._held, interval=self.heartbeat_interval,
             lease=self.lease, busy_slots=lambda: self._slots.busy,

@@ -85,8 +85,15 @@ def load_app(app: str) -> TaskQueue:
               show_default="1d", help="Keep succeeded jobs' history this long (90s, 3h, 2d).")
 @click.option("--keep-failed", type=DURATION, default=defaults.KEEP_FAILED,
               show_default="7d", help="Keep failed and cancelled jobs' history this long.")
-@click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-level", default=None, show_default="INFO, or the application's",
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Level of pgtaskq's loggers (per-job lines are DEBUG).")
+@click.option("--log-format", type=click.Choice(logs.FORMATS), default="text",
+              show_default=True, help="Format of the lines pgtaskq's handler prints.")
+@click.option("--configure-logging/--no-configure-logging", default=None,
+              help="Install pgtaskq's stderr handler even though the application configured "
+                   "logging (replacing the root logger's handlers) / never. Default: only "
+                   "when the application has not configured logging.")
 @pass_cli
 @click.pass_context
 def worker_command(ctx: click.Context, cli_context: CliContext, app: str, concurrency: int,
@@ -94,12 +101,14 @@ def worker_command(ctx: click.Context, cli_context: CliContext, app: str, concur
                    listen_dsn: str | None, grace: float, lease: float, claimers: int,
                    heartbeat_interval: float, rescue_interval: float, prefetch: int | None,
                    backoff_base: float, backoff_cap: float, keep_succeeded: float,
-                   keep_failed: float, log_level: str) -> None:
+                   keep_failed: float, log_level: str | None, log_format: str,
+                   configure_logging: bool | None) -> None:
     """Run jobs of the TaskQueue APP (module:attribute) until SIGTERM/SIGINT."""
     from pgtaskq.worker import Worker
 
-    logs.configure(log_level)
     tq = load_app(app)
+    # After the import: Django's LOGGING (or the app's basicConfig) is in place by then.
+    logs.configure(log_level, log_format, configure_logging)
     parent = ctx.parent
     if parent is not None:
         overrides = {}

@@ -60,6 +60,11 @@ TASKS = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"job": {"()": "pgtaskq.logs.JobContextFilter"}},
+    "formatters": {"plain": {"format": "%(levelname)s %(name)s %(message)s%(job_suffix)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["job"],
+                             "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
+    # The worker prints its lines through this configuration, at these levels.
+    "loggers": {"pgtaskq": {"level": "INFO"}},
 }

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 import warnings
 from pathlib import Path
 
@@ -95,9 +96,17 @@ def connections(db, name_like: str) -> int:
 
 
 def test_web_process_connections_never_exceed_pool_max_size(pgtaskq_dsn, tq, db):
-    """32 request threads enqueueing at once hold at most ``pool_max_size`` connections,
-    named ``pgtaskq producer`` in pg_stat_activity."""
-    producer = TaskQueue(pgtaskq_dsn, schema=tq.schema, pool_max_size=3)
+    """32 request threads enqueueing at once hold at most ``pool_max_size`` connections.
+    The pool's connections are named ``pgtaskq producer`` in pg_stat_activity; this test
+    names its own apart (other tests' producers share the server)."""
+    named = TaskQueue(pgtaskq_dsn, schema=tq.schema)
+    with named.connection() as conn:
+        name = conn.execute("SHOW application_name").fetchone()[0]
+    named.close()
+    assert name == defaults.PRODUCER_APPLICATION_NAME
+    unique = f"web {uuid.uuid4().hex[:8]}"
+    producer = TaskQueue(pgtaskq_dsn, schema=tq.schema, pool_max_size=3,
+                         connect_kwargs={"application_name": unique})
     peak = 0
     stop = threading.Event()
 
@@ -111,7 +120,7 @@ def test_web_process_connections_never_exceed_pool_max_size(pgtaskq_dsn, tq, db)
     try:
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:
-            peak = max(peak, connections(db, defaults.PRODUCER_APPLICATION_NAME))
+            peak = max(peak, connections(db, unique))
     finally:
         stop.set()
         for thread in threads:

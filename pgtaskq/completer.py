@@ -16,6 +16,7 @@ expires and the job runs again.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import queue
 import threading
@@ -30,6 +31,7 @@ from pgtaskq import defaults, rollup
 from pgtaskq.errors import first_line
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
+from pgtaskq.storable import ERROR_MAX_CHARS, safe_text
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -60,8 +62,8 @@ class Outcome:
     @classmethod
     def _of(cls, job: HeldJob, kind: str, **fields: object) -> Outcome:
         error = fields.get("error")
-        if isinstance(error, str) and "\x00" in error:  # PostgreSQL text cannot hold NUL
-            fields["error"] = error.replace("\x00", "\\x00")
+        if isinstance(error, str):  # NUL, lone surrogates, megabytes: see pgtaskq.storable
+            fields["error"] = safe_text(error, ERROR_MAX_CHARS)
         now = time.monotonic()
         run_ms = (now - job.running_since) * 1000 if job.running_since else 0.0
         return cls(job.id, job.attempt, kind, queue=job.queue, task=job.task,
@@ -78,7 +80,8 @@ class Outcome:
 
     @classmethod
     def discarded(cls, job: HeldJob, error: str) -> Outcome:
-        """Failed for good, whatever attempts remain (``FinalFailure``)."""
+        """Failed for good, whatever attempts remain (``FinalFailure``, or a job the
+        worker cannot decode or has no task for: every attempt would fail the same way)."""
         return cls._of(job, "discarded", error=error)
 
     @classmethod
@@ -169,24 +172,24 @@ class Completer:
                 batch.append(item)
             try:
                 busy = self._write(batch)
-            except psycopg.DataError as exc:
-                # One outcome PostgreSQL cannot store must not hold the batch hostage.
-                log.warning("a batch of %d job outcomes was refused (%s); writing them one "
-                            "by one", len(batch), first_line(exc))
-                batch = self._write_separately(batch)
+            except Exception as exc:
+                if _transient(exc):
+                    failures += 1
+                    pause = min(MAX_FLUSH_BACKOFF, 0.05 * 2**failures)
+                    log.warning("could not write %d job outcomes (attempt %d, retrying in "
+                                "%.2fs): %s", len(batch), failures, pause, first_line(exc))
+                    time.sleep(pause)
+                    continue
+                # Not the database going away: some outcome of the batch cannot be
+                # stored. It must not hold the others hostage.
+                log.warning("a batch of %d job outcomes was refused (%s); finding the one "
+                            "that cannot be stored", len(batch), first_line(exc))
+                batch = self._write_split(batch, exc)
                 if batch:
                     time.sleep(MAX_FLUSH_BACKOFF / 10)
                     continue
                 if stopping:
                     return
-                continue
-            except Exception as exc:
-                failures += 1
-                pause = min(MAX_FLUSH_BACKOFF, 0.05 * 2**failures)
-                log.warning("could not write %d job outcomes (attempt %d, retrying in "
-                            "%.2fs): %s", len(batch), failures, pause,
-                            first_line(exc))
-                time.sleep(pause)
                 continue
             failures = 0
             if busy:
@@ -202,53 +205,105 @@ class Completer:
                 return
 
     def _written(self, outcomes: list[Outcome]) -> None:
-        self._held.release_all([(o.job_id, o.attempt) for o in outcomes])
+        """Count ``outcomes`` as written (``_write`` has released their jobs)."""
         with self._idle:
             self._pending -= len(outcomes)
             self._idle.notify_all()
         self.written += len(outcomes)
 
-    def _write_separately(self, batch: list[Outcome]) -> list[Outcome]:
-        """Write outcomes one at a time; one that is refused as data becomes a plain
-        ``failed`` outcome naming the reason. Returns those still unwritten (retried)."""
+    def _write_split(self, batch: list[Outcome], error: Exception) -> list[Outcome]:
+        """Write a refused batch in halves, down to the outcome that cannot be stored,
+        which is then written in a form that can (``_write_unstorable``). Returns the
+        outcomes still unwritten (their rows were locked, or the database went away):
+        the caller writes them again. About 2 log2(n) statements for one bad outcome in
+        n, so the others are written within a second."""
+        if len(batch) == 1:
+            return [] if self._write_unstorable(batch[0], error) else batch
+        middle = len(batch) // 2
         left: list[Outcome] = []
-        for outcome in batch:
+        for half in (batch[:middle], batch[middle:]):
             try:
-                if self._write([outcome]):
-                    left.append(outcome)  # its row was locked: later
-                    continue
-            except psycopg.DataError as exc:
-                replacement = dataclasses.replace(
-                    outcome, kind="failed", result=None, delay=None,
-                    error=f"pgtaskq could not store this attempt's outcome "
-                          f"({outcome.kind}): {first_line(exc)}")
-                log.warning("job %d: outcome refused by PostgreSQL (%s); recorded as failed",
-                            outcome.job_id, first_line(exc))
-                try:
-                    self._write([replacement])
-                except Exception:
-                    left.append(outcome)
-                    continue
-            except Exception:
-                left.append(outcome)
+                busy = self._write(half)
+            except Exception as exc:
+                left += half if _transient(exc) else self._write_split(half, exc)
                 continue
-            self._written([outcome])
+            self._written([o for o in half if o.job_id not in busy])
+            left += [o for o in half if o.job_id in busy]
         return left
+
+    def _write_unstorable(self, outcome: Outcome, error: Exception) -> bool:
+        """Write the one outcome PostgreSQL refused, as the nearest thing it accepts:
+        a success without its result, else a failure for good with a short error, else
+        (the job row itself cannot be archived) ``FAIL_UNSTORABLE``. True once written."""
+        reason = safe_text(first_line(error), 300)
+        attempts: list[tuple[str, Outcome]] = []
+        if outcome.kind == "succeeded" and outcome.result is not None:
+            attempts.append(("succeeded without its result", dataclasses.replace(
+                outcome, result=json.dumps(f"<result not stored by pgtaskq: {reason}>"))))
+        message = (f"pgtaskq could not store this attempt's outcome ({outcome.kind}): "
+                   f"{reason}")
+        attempts.append(("failed", dataclasses.replace(
+            outcome, kind="discarded", result=None, delay=None, error=message)))
+        for recorded_as, replacement in attempts:
+            try:
+                busy = self._write([replacement])
+            except Exception as exc:
+                if _transient(exc):
+                    return False
+                continue
+            if busy:
+                return False
+            log.warning("job %d (%s): outcome refused by PostgreSQL (%s); recorded as %s",
+                        outcome.job_id, outcome.task[:200], reason, recorded_as)
+            self._written([outcome])
+            return True
+        try:
+            with self._held.settling, self._pool.connection(timeout=5) as conn:
+                conn.execute(render(self._schema, worker_sql.FAIL_UNSTORABLE), {
+                    "id": outcome.job_id, "attempt": outcome.attempt,
+                    "worker_id": self._worker_id, "error": message})
+                self._held.release(outcome.job_id, outcome.attempt)
+        except Exception as exc:
+            log.warning("job %d: its outcome cannot be stored in any form (%s); trying "
+                        "again", outcome.job_id, first_line(exc))
+            return False
+        log.warning("job %d: its row cannot be archived as it is (%s); recorded as failed "
+                    "with its names cut", outcome.job_id, reason)
+        self._written([outcome])
+        return True
 
     def _write(self, batch: list[Outcome]) -> set[int]:
         """Write ``batch``; return the ids of jobs still held whose rows were locked by
-        another transaction (not written: the caller writes them again)."""
+        another transaction (not written: the caller writes them again).
+
+        The statement and the release of the written jobs from ``HeldJobs`` happen under
+        ``held.settling``: the heartbeat judges the leases it found missing under the same
+        lock, so a job whose outcome was just written is never reported as a lost lease.
+        """
         params = complete_params(self._worker_id, batch, *self._backoff)
-        with self._pool.connection(timeout=5) as conn:
-            rows = conn.execute(render(self._schema, worker_sql.COMPLETE), params).fetchall()
-        busy: set[int] = set()
-        for kind, job_id, seconds_until in rows:
-            if kind == "busy":
-                busy.add(job_id)
-            elif (kind == "requeued" and seconds_until is not None
-                  and self._on_requeued is not None):
-                self._on_requeued(float(seconds_until))
+        with self._held.settling:
+            with self._pool.connection(timeout=5) as conn:
+                rows = conn.execute(render(self._schema, worker_sql.COMPLETE),
+                                    params).fetchall()
+            busy: set[int] = set()
+            for kind, job_id, _ in rows:
+                if kind == "busy":
+                    busy.add(job_id)
+            self._held.release_all([(o.job_id, o.attempt) for o in batch
+                                    if o.job_id not in busy])
+        if self._on_requeued is not None:
+            for kind, _, seconds_until in rows:
+                if kind == "requeued" and seconds_until is not None:
+                    self._on_requeued(float(seconds_until))
         return busy
+
+
+def _transient(exc: Exception) -> bool:
+    """Whether a failed write may work as it is later (the database or the connection
+    went away, a deadlock, a timeout), rather than being refused for what it holds."""
+    if isinstance(exc, psycopg.errors.ProgramLimitExceeded):  # a row too big for an index
+        return False
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
 def complete_params(worker_id: int, batch: list[Outcome], backoff_base: float,

@@ -112,6 +112,12 @@ def peek_current() -> JobContext | None:
     return getattr(_local, "job", None)
 
 
+def running_job_id() -> int | None:
+    """Id of the job running in this thread, or None (no exception: at-fork handlers)."""
+    context = getattr(_local, "job", None)
+    return context.id if context is not None else None
+
+
 def set_current(context: JobContext | None) -> None:
     """Bind ``context`` to the calling thread (slots only)."""
     _local.job = context

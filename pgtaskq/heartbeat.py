@@ -63,15 +63,22 @@ class Heartbeat(PeriodicThread):
         with self._pool.connection(timeout=5) as conn:
             rows = conn.execute(render(self._schema, worker_sql.HEARTBEAT), params).fetchall()
         still_ours = {job_id: cancel for job_id, cancel in rows}
+        missing = [job for job in jobs if job.id not in still_ours]
+        if missing:
+            # under the completer's lock: a row missing because its outcome was written
+            # meanwhile is released from the held jobs before we look (HeldJobs.settling)
+            with self._held.settling:
+                lost = [job for job in missing
+                        if self._held.get(job.id) is job and not job.lease_lost]
+            for job in lost:
+                job.lease_lost = True
+                log.warning("job %d (%s) lost its lease (attempt %d); another worker "
+                            "may run it, this run's outcome will be ignored",
+                            job.id, job.task, job.attempt)
         for job in jobs:
             if job.id not in still_ours:
-                held_now = self._held.get(job.id)
-                if held_now is job and not job.lease_lost:
-                    job.lease_lost = True
-                    log.warning("job %d (%s) lost its lease (attempt %d); another worker "
-                                "may run it, this run's outcome will be ignored",
-                                job.id, job.task, job.attempt)
-            elif still_ours[job.id] and not job.context.cancel_requested:
+                continue
+            if still_ours[job.id] and not job.context.cancel_requested:
                 log.info("job %d (%s): cancel requested", job.id, job.task)
                 job.context.request_cancel()
         if self._on_beat is not None:

@@ -50,6 +50,11 @@ class HeldJobs:
     def __init__(self) -> None:
         self._jobs: dict[int, HeldJob] = {}
         self._lock = threading.Lock()
+        self.settling = threading.Lock()
+        """Held by the completer from sending an acknowledgement until its jobs are
+        released, and by the heartbeat while it judges which leases it lost: a job whose
+        row an acknowledgement just moved to the history is then either still being
+        released (the heartbeat waits) or already gone from here, never a lost lease."""
 
     def add(self, job: HeldJob) -> None:
         with self._lock:

@@ -6,6 +6,8 @@ import dataclasses
 from datetime import datetime
 from typing import Any
 
+from pgtaskq.storable import Undecodable, decode_json
+
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 LIVE_STATUSES = ("queued", "running")
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
@@ -33,20 +35,35 @@ class Job:
     dedupe_key: str | None = None
     worker_id: int | None = None
     cancel_requested: bool = False
+    undecodable: tuple[str, ...] = ()
+    """Names of the fields (args, kwargs, result) whose stored JSON Python's ``json``
+    cannot decode (a 5,000-digit number, nesting deeper than the stack): each of them
+    holds the raw JSON text instead, so such a job can still be shown and cancelled."""
 
     @classmethod
     def from_row(cls, row: tuple) -> Job:
-        """Build a Job from a row in the column order of ``sql.jobs.JOB_COLUMNS``.
-
-        Rows come from pgtaskq's own psycopg 3 connections, which decode jsonb already (a
-        stored JSON string, like the repr of an unserialisable result, stays a string).
-        """
-        return cls(*row)
+        """Build a Job from a row in the column order of ``sql.jobs.JOB_COLUMNS``, whose
+        args, kwargs and result come as JSON text: decoded here one by one, so one value
+        Python refuses marks its job instead of failing the whole listing."""
+        values = list(row)
+        undecodable = []
+        for index, name in _JSON_COLUMNS:
+            value = decode_json(values[index])
+            if isinstance(value, Undecodable):
+                undecodable.append(name)
+                value = value.text
+            values[index] = value
+        return cls(*values, undecodable=tuple(undecodable))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (datetimes as ISO 8601 strings)."""
         out = dataclasses.asdict(self)
+        out["undecodable"] = list(self.undecodable)
         for key, value in out.items():
             if isinstance(value, datetime):
                 out[key] = value.isoformat()
         return out
+
+
+_JSON_COLUMNS = ((4, "args"), (5, "kwargs"), (14, "result"))
+"""Positions of the JSON fields in ``Job``'s (and ``JOB_COLUMNS``') order."""

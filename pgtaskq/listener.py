@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pgtaskq import forking
 from pgtaskq.errors import first_line
 
 log = logging.getLogger("pgtaskq.worker")
@@ -96,6 +97,7 @@ class Listener:
             log.info("LISTEN connection restored")
         self._failures = 0
         self._conn = conn
+        forking.track(conn)
         return True
 
     def seconds_to_reconnect(self) -> float | None:

@@ -26,6 +26,8 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from pgtaskq import forking
+
 CHECK_AFTER_IDLE = 30.0
 """Seconds a pooled connection may sit unused before a borrow checks it with a round trip."""
 
@@ -76,6 +78,11 @@ def _input_pending(conn: psycopg.Connection) -> bool:
     return bool(readable)
 
 
+def _configure(liveness: LivenessCheck, conn: psycopg.Connection) -> None:
+    liveness.mark_used(conn)
+    forking.track(conn)  # a task's forked child gets /dev/null in place of this socket
+
+
 def open_pool(
     conninfo: str, *, min_size: int, max_size: int, name: str, liveness: LivenessCheck,
     timeout: float = 30.0, **kwargs: Any,
@@ -88,7 +95,7 @@ def open_pool(
         max_size=max_size,
         timeout=timeout,
         kwargs={"autocommit": True, **kwargs},
-        configure=liveness.mark_used,
+        configure=lambda conn: _configure(liveness, conn),
         check=liveness.check,
         name=name,
         open=True,

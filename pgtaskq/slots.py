@@ -23,6 +23,7 @@ from collections.abc import Callable
 from types import CoroutineType
 from typing import Any
 
+from pgtaskq import forking, storable
 from pgtaskq.completer import Outcome
 from pgtaskq.context import JobContext, set_current
 from pgtaskq.coroutines import run_to_completion
@@ -143,13 +144,21 @@ class Slots:
         """Run the middlewares and the task: (outcome, what it raised, what it returned)."""
         context = job.context
         try:
-            if func is None:  # the claim only leases registered tasks; defensive
-                raise LookupError(f"task {job.task!r} is not registered in this worker")
+            if func is None:  # the worker checks this at the claim; defensive
+                return (Outcome.discarded(job, f"LookupError: task {job.task!r} is not "
+                                               "registered in this worker"), None, None)
             call: Callable[[], Any] = lambda: _completed(  # noqa: E731
                 func(*job.args, **job.kwargs), context)
             for middleware in reversed(self._middlewares):
                 call = _wrap(middleware, context, call)
-            result = call()
+            try:
+                result = call()
+            except BaseException:
+                if forking.in_forked_child():  # a child the task forked fell back here
+                    forking.leave_child(job.id, job.task, failed=True)
+                raise
+            if forking.in_forked_child():
+                forking.leave_child(job.id, job.task, failed=False)
         except Retry as exc:
             if context.timed_out:
                 return _timed_out(job)
@@ -237,18 +246,30 @@ def _result_json(job: HeldJob, result: Any) -> str | None:
 
     Anything json.dumps raises (RecursionError on deep nesting included) falls back to the
     repr, and a repr that raises to a placeholder: a task's return value never fails it.
+    So does JSON that ``jsonb`` refuses (NUL, a lone surrogate from a non-UTF-8 file
+    name): the attempt succeeded, and is recorded so, with a repr PostgreSQL can store.
     """
     if result is None:
         return None
     try:
         text = json.dumps(result, allow_nan=False)
-        if "\\u0000" not in text:  # jsonb refuses NUL characters: keep the repr then
-            return text
     except Exception:
         log.warning("job %d (%s) returned a %s, which is not JSON-serialisable; "
                     "storing its repr", job.id, job.task, type(result).__name__)
+    else:
+        if not storable.json_is_storable(text, result):
+            log.warning("job %d (%s) returned a value PostgreSQL cannot store as JSON (NUL "
+                        "or a lone surrogate); storing its repr", job.id, job.task)
+        elif len(text) > storable.RESULT_MAX_CHARS:
+            log.warning("job %d (%s) returned %d characters of JSON, over pgtaskq's limit "
+                        "of %d; storing a note instead", job.id, job.task, len(text),
+                        storable.RESULT_MAX_CHARS)
+            return json.dumps(f"<result of {len(text)} characters of JSON not stored: over "
+                              f"pgtaskq's limit of {storable.RESULT_MAX_CHARS}>")
+        else:
+            return text
     try:
         text = repr(result)
     except Exception:
         text = f"<unrepresentable {type(result).__name__}>"
-    return json.dumps(text)
+    return json.dumps(storable.safe_text(text, storable.RESULT_MAX_CHARS // 2))

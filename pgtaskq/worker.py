@@ -25,6 +25,7 @@ Invariants:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -35,8 +36,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 from psycopg import sql
+from psycopg.types.string import TextLoader
 
-from pgtaskq import defaults, embedded, systemd
+from pgtaskq import defaults, embedded, forking, systemd
 from pgtaskq._version import __version__
 from pgtaskq.completer import Completer, Outcome
 from pgtaskq.context import JobContext
@@ -87,6 +89,17 @@ VACUUM_MIN_INTERVAL = 5.0
 HAND_BACK_DELAY = 1.0
 """Jobs still running at the end of the grace period go back with this delay, so no other
 worker starts them while this process's threads may still be inside them."""
+
+
+def _undecodable_message(args_text: str, kwargs_text: str | None, exc: Exception) -> str:
+    """``last_error`` of a job whose arguments Python's json cannot decode."""
+    if isinstance(exc, RecursionError):
+        why = "its arguments are nested deeper than Python's json can decode"
+    else:
+        why = f"Python's json refuses its arguments ({first_line(exc)})"
+    raw = args_text if kwargs_text is None else f"{args_text} {kwargs_text}"
+    return (f"UndecodableJob: {why}; failed without running, as every attempt would. "
+            f"Arguments as stored ({len(raw)} characters): {raw[:200]}")
 
 
 class LoopTimer(Protocol):
@@ -250,6 +263,7 @@ class Worker:
         # The liveness check costs a round trip only for a connection that looks dead or
         # sat idle: psycopg_pool's check_connection sent an empty query before every claim
         # and every completer flush, one extra round trip on the worker's hot path.
+        forking.worker_started()
         self._pool = open_pool(
             conninfo, min_size=2, max_size=4, name="pgtaskq-worker",
             liveness=LivenessCheck(),
@@ -259,6 +273,7 @@ class Worker:
             self._run_with_pool(conninfo)
         finally:
             self._pool.close()
+            forking.worker_stopped()
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -344,9 +359,17 @@ class Worker:
         if not self._slots.join(self.grace):
             unfinished = [job for job in self._held
                           if not job.finished and job.running_since is not None]
-            log.warning("grace period over: handing back %d running jobs: %s",
-                        len(unfinished), ", ".join(str(job.id) for job in unfinished))
-            self._hand_back(unfinished, delay=HAND_BACK_DELAY)
+            outlived = [job for job in unfinished if forking.live_children(job.id)]
+            if outlived:
+                log.warning("grace period over: %d running jobs forked processes that are "
+                            "still alive; their attempts stay charged: %s", len(outlived),
+                            ", ".join(str(job.id) for job in outlived))
+                self._hand_back(outlived, delay=HAND_BACK_DELAY, charged=True)
+            unfinished = [job for job in unfinished if job not in outlived]
+            if unfinished:
+                log.warning("grace period over: handing back %d running jobs: %s",
+                            len(unfinished), ", ".join(str(job.id) for job in unfinished))
+                self._hand_back(unfinished, delay=HAND_BACK_DELAY)
         if not self._completer.flush_and_stop(timeout=max(10.0, self.lease / 2)):
             log.warning("could not write every job outcome before exiting; those jobs "
                         "will run again when their lease expires")
@@ -361,25 +384,35 @@ class Worker:
             log.warning("could not mark worker %s stopped: %s", self.worker_id, exc)
         log.info("worker %s stopped", self.worker_id)
 
-    def _hand_back(self, jobs: list[HeldJob], delay: float) -> None:
+    def _hand_back(self, jobs: list[HeldJob], delay: float, charged: bool = False) -> None:
+        """Give ``jobs`` back to the queue, their attempt not charged; ``charged``: keep
+        it charged (``HAND_BACK_CHARGED``: their process tree outlived the shutdown)."""
         if not jobs:
             return
-        params = {
+        params: dict[str, Any] = {
             "worker_id": self.worker_id, "ids": [j.id for j in jobs],
             "attempts": [j.attempt for j in jobs], "delay": delay,
             "channel": self.tq.channel,
         }
+        statement = worker_sql.HAND_BACK
+        if charged:
+            statement = worker_sql.HAND_BACK_CHARGED
+            params = {**params, "error": "its worker shut down while processes forked by "
+                                         "the task were still running"}
+            del params["channel"]
         for attempt in range(5):
             try:
-                with self._pool.connection(timeout=5) as conn:
-                    conn.execute(render(self.tq.schema, worker_sql.HAND_BACK), params)
+                # as the completer does: the heartbeat must not take these for lost leases
+                with self._held.settling:
+                    with self._pool.connection(timeout=5) as conn:
+                        conn.execute(render(self.tq.schema, statement), params)
+                    self._held.release_all([(job.id, job.attempt) for job in jobs])
                 break
             except Exception as exc:
                 log.warning("hand back of %d jobs failed (attempt %d): %s", len(jobs),
                             attempt + 1, exc)
                 time.sleep(0.2 * 2**attempt)
-        for job in jobs:
-            self._held.release(job.id, job.attempt)
+        self._held.release_all([(job.id, job.attempt) for job in jobs])
 
     # -- signals ------------------------------------------------------------------------
 
@@ -510,7 +543,11 @@ class Worker:
                   "lease": self.lease, "queues": self.queues, "claimers": self.claimers}
         try:
             with self._pool.connection(timeout=5) as conn:
-                rows = conn.execute(self._claim_statement, params).fetchall()
+                cursor = conn.cursor()
+                # args and kwargs as JSON text, decoded job by job below: psycopg's jsonb
+                # loader raising for one job lost the leases of the whole batch
+                cursor.adapters.register_loader("jsonb", TextLoader)
+                rows = cursor.execute(self._claim_statement, params).fetchall()
         except Exception as exc:
             self._claim_failures += 1
             pause = min(CLAIM_ERROR_BACKOFF_MAX, 0.1 * 2**self._claim_failures)
@@ -532,16 +569,30 @@ class Worker:
         worker_id = self.worker_id
         submit = self._slots.submit
         add = self._held.add
+        loads = json.loads
         # rows come in claim order: the slots start them in this order
-        for job_id, task, queue, args, kwargs, _priority, attempt, max_attempts, wait_ms \
-                in rows:
+        for job_id, task, queue, args_text, kwargs_text, _priority, attempt, max_attempts, \
+                wait_ms in rows:
             registered = tasks.get(task)
             held = HeldJob(
-                job_id, task, queue, args, kwargs or {}, attempt, max_attempts, wait_ms,
+                job_id, task, queue, [], {}, attempt, max_attempts, wait_ms,
                 JobContext(job_id, task, queue, attempt, max_attempts, worker_id),
                 registered.timeout if registered is not None else None,
             )
             add(held)
+            # Each job is decoded on its own: one that Python's json refuses (jsonb took
+            # it) fails alone, at once and for good, and the rest of the batch runs.
+            try:
+                held.args = loads(args_text)
+                if kwargs_text is not None:
+                    held.kwargs = loads(kwargs_text)
+            except (ValueError, RecursionError) as exc:
+                self._fail_for_good(held, _undecodable_message(args_text, kwargs_text, exc))
+                continue
+            if registered is None:
+                self._fail_for_good(held, f"LookupError: task {task!r} is not registered in "
+                                          f"worker {worker_id}")
+                continue
             if held.timeout is not None:
                 self._timed[job_id] = held
             submit(held)
@@ -551,6 +602,16 @@ class Worker:
             # rate-limited look-up runs again.
             self._lookup_deferred(force=self._next_deferred is not None
                                   and self._next_deferred <= time.monotonic())
+
+    def _fail_for_good(self, job: HeldJob, error: str) -> None:
+        """End a leased job that cannot run here as ``failed``, with no retry: decoding
+        and task look-up would fail the same way at every attempt."""
+        log.error("job %d (%s) failed for good: %s", job.id, job.task[:200],
+                  error.splitlines()[0][:300])
+        job.finished = True
+        self._completer.add(Outcome.discarded(job, error))
+        with self._lock:
+            self._outstanding -= 1
 
     def _vacuum_jobs(self) -> None:
         """Start ``VACUUM (SKIP_LOCKED)`` of the jobs table in a thread of its own (it may
@@ -608,6 +669,7 @@ class Worker:
 
     def _on_outcome(self, job: HeldJob, outcome: Outcome) -> None:
         self._completer.add(outcome)
+        forking.forget(job.id)
         seconds = outcome.run_ms / 1000
         with self._lock:
             average = self._avg_run

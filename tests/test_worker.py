@@ -266,12 +266,16 @@ def test_bad_app_is_a_one_line_error(tq, worker_process, app, message):
     assert "Traceback" not in output
 
 
-def test_outcome_refused_by_postgres_fails_that_job_only(tq, db, runs_table, worker_process):
+def test_result_jsonb_refuses_is_stored_as_a_repr_and_the_job_succeeds(
+        tq, db, runs_table, worker_process):
+    """A result jsonb refuses (a lone surrogate) was recorded as a failed attempt; the
+    attempt succeeded, so it is recorded so, with a repr PostgreSQL can store (issue 12)."""
     worker = worker_process(APP, "-c", "1", *FAST)
     worker.wait_ready()
     bad = tq.enqueue("surrogate_result", max_attempts=1)
     after = tq.enqueue("record", args=["after"])
     wait_until(lambda: status_of(tq, after) == "succeeded", 15, what="next outcome written")
-    wait_until(lambda: status_of(tq, bad) == "failed", 10)
-    assert "could not store this attempt's outcome (succeeded)" in tq.get_job(bad).last_error
+    wait_until(lambda: status_of(tq, bad) == "succeeded", 10)
+    assert tq.get_job(bad).result == "'\\ud800'"
+    assert "cannot store as JSON" in worker.output()
     assert worker.stop() == 0

@@ -136,8 +136,12 @@ def show_command(tq: TaskQueue, job_id: int, as_json: bool) -> None:
         return
     fields = job.to_dict()
     last_error = fields.pop("last_error")
+    undecodable = fields.pop("undecodable")
     for key in ("args", "kwargs", "result"):
-        fields[key] = json.dumps(fields[key])
+        if key in undecodable:  # the stored text, as it is: Python's json refuses it
+            fields[key] = f"(undecodable JSON, shown raw) {fields[key]}"
+        else:
+            fields[key] = json.dumps(fields[key])
     click.echo(tabulate(fields.items(), tablefmt="plain"))
     if last_error:
         click.echo("\nlast_error:\n" + last_error.rstrip())

@@ -12,15 +12,18 @@ from __future__ import annotations
 from pgtaskq.sql import fragments
 
 JOB_COLUMNS = """
-    id, task, queue, status, args, kwargs, priority, attempts, max_attempts, run_at,
-    created_at, started_at, NULL::timestamptz AS finished_at, last_error, NULL::jsonb AS result,
-    dedupe_key, worker_id, cancel_requested
+    id, task, queue, status, args::text AS args, kwargs::text AS kwargs, priority, attempts,
+    max_attempts, run_at, created_at, started_at, NULL::timestamptz AS finished_at,
+    last_error, NULL::text AS result, dedupe_key, worker_id, cancel_requested
 """
+"""A job's columns in ``pgtaskq.Job``'s order. JSON comes as text, decoded by
+``Job.from_row`` field by field: psycopg's jsonb loader would raise for the whole result
+on one value Python's json refuses (a 5,000-digit number), and no job could be shown."""
 
 HISTORY_COLUMNS = """
-    id, task, queue, status, args, kwargs, priority, attempts, max_attempts, run_at,
-    created_at, started_at, finished_at, last_error, result,
-    dedupe_key, worker_id, false AS cancel_requested
+    id, task, queue, status, args::text AS args, kwargs::text AS kwargs, priority, attempts,
+    max_attempts, run_at, created_at, started_at, finished_at, last_error,
+    result::text AS result, dedupe_key, worker_id, false AS cancel_requested
 """
 
 ENQUEUE_ONE = """

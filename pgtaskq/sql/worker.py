@@ -168,6 +168,26 @@ duplicate acknowledgement changes neither the job nor the statistics. Returns on
 actually acknowledged, and one ``busy`` row per job still held by this worker whose row
 was locked by another transaction: the completer writes those again."""
 
+FAIL_UNSTORABLE = """
+WITH given_up AS (
+    DELETE FROM {schema}.jobs
+    WHERE id = %(id)s AND attempts = %(attempt)s AND status = 'running'
+      AND worker_id = %(worker_id)s
+    RETURNING *
+)
+INSERT INTO {schema}.job_history
+    (id, queue, task, args, kwargs, status, priority, run_at, attempts, max_attempts,
+     dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error)
+SELECT id, left(queue, 200), left(task, 200), args, kwargs, 'failed', priority, run_at,
+       attempts, max_attempts, left(dedupe_key, 200), left(schedule, 200), worker_id,
+       created_at, started_at, now(), %(error)s
+FROM given_up
+"""
+"""The completer's last resort for one job whose outcome COMPLETE cannot write even as a
+short failure: the row itself cannot be archived as it is (a task name too long for the
+history's index, written before names were checked). It ends ``failed`` with its names
+cut to what the indexes take, and outside the rollups (their keys hold the names)."""
+
 HEARTBEAT = """
 WITH held AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS h(id, attempt)
@@ -309,6 +329,64 @@ SELECT id FROM archived
 charging the attempt. ``delay`` keeps them from starting elsewhere while this process,
 whose threads may still be inside them, exits. A job whose cancel was requested is not
 queued again (the next claim would clear the request and run it): it ends ``cancelled``."""
+
+HAND_BACK_CHARGED = """
+WITH held AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS h(id, attempt)
+), mine AS MATERIALIZED (
+    SELECT j.id FROM {schema}.jobs j JOIN held h ON j.id = h.id AND j.attempts = h.attempt
+    WHERE j.status = 'running' AND j.worker_id = %(worker_id)s
+    ORDER BY j.id
+    FOR UPDATE OF j
+), returned AS (
+    UPDATE {schema}.jobs j
+    SET status = 'queued', worker_id = NULL, lease_expires_at = NULL,
+        run_at = now() + make_interval(secs => %(delay)s::double precision),
+        last_error = %(error)s || ' (attempt ' || j.attempts || ')'
+    FROM mine m
+    WHERE j.id = m.id AND j.attempts < j.max_attempts AND NOT j.cancel_requested
+    RETURNING j.id, j.queue, j.task
+), given_up AS (
+    DELETE FROM {schema}.jobs j USING mine m
+    WHERE j.id = m.id AND (j.attempts >= j.max_attempts OR j.cancel_requested)
+    RETURNING j.*
+), archived AS (
+    INSERT INTO {schema}.job_history
+        (id, queue, task, args, kwargs, status, priority, run_at, attempts, max_attempts,
+         dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error)
+    SELECT id, queue, task, args, kwargs,
+           CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END,
+           priority, run_at, attempts, max_attempts, dedupe_key, schedule, worker_id,
+           created_at, started_at, now(),
+           %(error)s || ' (attempt ' || attempts || ' of ' || max_attempts || ')'
+    FROM given_up
+    RETURNING id
+), rolled_up AS (
+    INSERT INTO {schema}.stats_minute AS s
+        (minute, queue, task, worker_id, failed, retried, cancelled)
+    SELECT date_trunc('minute', now()), queue, task, 0,
+           count(*) FILTER (WHERE outcome = 'failed'),
+           count(*) FILTER (WHERE outcome = 'retried'),
+           count(*) FILTER (WHERE outcome = 'cancelled')
+    FROM (SELECT queue, task, 'retried' AS outcome FROM returned
+          UNION ALL
+          SELECT queue, task, CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END
+          FROM given_up) AS ended
+    GROUP BY queue, task
+    ORDER BY queue, task
+    ON CONFLICT (minute, queue, task, worker_id) DO UPDATE
+    SET failed = s.failed + excluded.failed,
+        retried = s.retried + excluded.retried,
+        cancelled = s.cancelled + excluded.cancelled
+)
+SELECT id FROM returned
+UNION ALL
+SELECT id FROM archived
+"""
+"""Graceful shutdown, for jobs still running at the end of the grace period whose task
+forked processes that are still alive: unlike ``HAND_BACK``, the attempt stays charged.
+Such a job typically waits for a child that never ends; handed back free at every
+shutdown, it never did. Out of attempts, it ends ``failed``."""
 
 REGISTER_WORKER = """
 INSERT INTO {schema}.workers (host, pid, queues, concurrency, pgtaskq_version,

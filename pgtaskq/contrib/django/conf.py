@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import threading
 from collections.abc import Mapping
@@ -188,14 +187,12 @@ class DjangoTaskQueue(TaskQueue):
         rows = dbapi.execute(conn, _read_job_query(self.schema), {"id": int(job_id)})
         if not rows:
             return None
-        values = dict(zip(_JOB_FIELDS, rows[0], strict=True))
-        for name in _JSON_FIELDS:  # sent as text: Django's drivers do not decode jsonb
-            if values[name] is not None:
-                values[name] = json.loads(values[name])
-        return Job(**values)
+        # JSON is sent as text (Django's drivers do not decode jsonb); Job.from_row
+        # decodes it field by field, marking what Python's json refuses
+        return Job.from_row(tuple(rows[0]))
 
 
-_JOB_FIELDS = [field.name for field in dataclasses.fields(Job)]
+_JOB_FIELDS = [field.name for field in dataclasses.fields(Job) if field.name != "undecodable"]
 _JSON_FIELDS = ("args", "kwargs", "result")
 
 

@@ -25,6 +25,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psycopg
 from psycopg import sql
 from psycopg.types.string import TextLoader
+from psycopg_pool import PoolTimeout
 
 from pgtaskq import defaults, embedded, forking, systemd
 from pgtaskq._version import __version__
@@ -270,6 +272,10 @@ class Worker:
             **self.tq.connection_kwargs(application_name=self.application_name),
         )
         try:
+            with contextlib.suppress(PoolTimeout):
+                # every connection of min_size made (and known to pgtaskq.forking) before
+                # the first job: a task forking meanwhile would see one half-made
+                self._pool.wait(timeout=30)
             self._run_with_pool(conninfo)
         finally:
             self._pool.close()

@@ -37,6 +37,7 @@ from pgtaskq.job import Job
 from pgtaskq.pool import LivenessCheck, open_pool
 from pgtaskq.prepared import PreparedStatement, PreparedStatementLost
 from pgtaskq.sql import channel_name, render, validate_schema_name
+from pgtaskq.sql import dashboard as dashboard_sql
 from pgtaskq.sql import jobs as job_sql
 from pgtaskq.sql import queues as queue_sql
 from pgtaskq.task import Task
@@ -665,6 +666,26 @@ class TaskQueue:
                 "running"
             ) from exc
         return bool(rows)
+
+    def run_now(self, job_id: int, *, conn: Any = None) -> bool:
+        """Make a queued job that waits for its ``run_at`` runnable at once.
+
+        Returns False when the job is not queued or is already due.
+        """
+        rows = self._run(dashboard_sql.RUN_NOW, {"id": int(job_id), "channel": self.channel},
+                         conn)
+        return bool(rows)
+
+    def retry_failed(self, task: str, *, limit: int = 10_000, conn: Any = None) -> int:
+        """Queue the failed jobs of ``task`` again (at most ``limit``); return how many.
+
+        Of failed jobs sharing a dedupe key only the newest is queued, and none whose key
+        a live job holds.
+        """
+        rows = self._run(dashboard_sql.RETRY_FAILED_OF_TASK,
+                         {"task": options.check_task_name(task), "limit": int(limit),
+                          "channel": self.channel}, conn)
+        return int(rows[0][0]) if rows else 0
 
     # -- pause and resume queues --------------------------------------------------------
 

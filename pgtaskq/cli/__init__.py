@@ -19,6 +19,7 @@ import click
 from pgtaskq import defaults
 from pgtaskq._version import __version__
 from pgtaskq.cli.context import CliContext, PgtaskqGroup
+from pgtaskq.cli.dashboard import dashboard_command
 from pgtaskq.cli.jobs import (
     cancel_command,
     enqueue_command,
@@ -68,6 +69,7 @@ cli.add_command(check_command)
 cli.add_command(purge_command)
 cli.add_command(pause_command)
 cli.add_command(resume_command)
+cli.add_command(dashboard_command)
 # -- end of commands --------------------------------------------------------------------
 
 

@@ -16,6 +16,8 @@ Settings (all optional)::
         "POOL_MAX_SIZE": 10,
         "AUTODISCOVER": ["tasks"],   # submodules of INSTALLED_APPS the worker imports
         "TASK_MODULES": [],          # further modules the worker imports
+        "DASHBOARD_AUTH": None,      # dotted path to check(request) -> bool; None: staff
+        "DASHBOARD_READ_ONLY": False,  # the web dashboard without actions
     }
 """
 
@@ -48,6 +50,8 @@ DEFAULTS: dict[str, Any] = {
     "POOL_MAX_SIZE": defaults.POOL_MAX_SIZE,
     "AUTODISCOVER": ("tasks",),
     "TASK_MODULES": (),
+    "DASHBOARD_AUTH": None,
+    "DASHBOARD_READ_ONLY": False,
 }
 
 # Keys of DATABASES[...]["OPTIONS"] that Django consumes itself; the rest are libpq's.

@@ -81,8 +81,10 @@ def test_operator_uses_the_dashboard_in_chromium(
     browser = chromium
 
     def ready(queue: str) -> str:
-        return browser.find_element(
-            By.CSS_SELECTOR, f'section[data-queue="{queue}"] dd.ready').text
+        # read in one script call: the refresh may replace the element between two calls
+        return browser.execute_script(
+            "var e = document.querySelector(arguments[0]); return e && e.textContent;",
+            f'section[data-queue="{queue}"] dd.ready')
 
     browser.get(dashboard_url + "/")
     assert (ready("mail"), ready("reports"), ready("billing")) == ("3", "2", "5")

@@ -21,6 +21,13 @@ from pgtaskq.duration import format_age
 from pgtaskq.sql import render
 from pgtaskq.sql import stats as stats_sql
 
+EXIT_HEALTHY = 0
+EXIT_UNHEALTHY = 1
+"""Jobs are not being run (or a given threshold is crossed)."""
+EXIT_UNKNOWN = 3
+"""The check could not run: database unreachable, schema missing, bad DSN. (2 is click's
+exit status for a bad command line; 3 is UNKNOWN for Nagios-style monitors too.)"""
+
 
 @dataclass
 class Finding:
@@ -31,6 +38,14 @@ class Finding:
     """False: reported, but never makes the check fail."""
     data: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def status(self) -> str:
+        """``ok`` / ``failed`` for findings that decide health, ``info`` / ``warning`` for
+        those only reported."""
+        if self.failing:
+            return "ok" if self.ok else "failed"
+        return "info" if self.ok else "warning"
+
 
 @dataclass
 class Report:
@@ -40,10 +55,22 @@ class Report:
     def healthy(self) -> bool:
         return all(f.ok or not f.failing for f in self.findings)
 
+    @property
+    def exit_code(self) -> int:
+        return EXIT_HEALTHY if self.healthy else EXIT_UNHEALTHY
+
     def to_json(self) -> dict[str, Any]:
-        return {"healthy": self.healthy,
-                "checks": [{"name": f.name, "ok": f.ok, "failing": f.failing,
-                            "message": f.message, **f.data} for f in self.findings]}
+        return {"status": "healthy" if self.healthy else "unhealthy",
+                "healthy": self.healthy, "exit_code": self.exit_code,
+                "checks": [{"name": f.name, "status": f.status,
+                            "decides_health": f.failing, "message": f.message, **f.data}
+                           for f in self.findings]}
+
+
+def unknown_json(error: str) -> dict[str, Any]:
+    """The ``--json`` document of a check that could not run."""
+    return {"status": "unknown", "healthy": None, "exit_code": EXIT_UNKNOWN,
+            "error": error, "checks": []}
 
 
 def check(conn: psycopg.Connection, schema: str, *, max_age: float, min_workers: int = 1,

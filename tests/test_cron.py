@@ -9,6 +9,7 @@ Worker tests run real ``pgtaskq worker`` processes on tests/apps/cron_app.py, wh
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import time
 from datetime import datetime, timedelta, timezone
@@ -252,7 +253,9 @@ def test_schedule_removed_from_code_stops_and_shows_inactive(tq, db, pgtaskq_dsn
     lines = result.output.splitlines()
     gone = next(line for line in lines if line.startswith("gone"))
     assert gone.split()[-1] == "no"
-    assert next(line for line in lines if line.startswith("keep")).split()[-1] == "yes"
+    # active, but nothing fires it: this test runs no worker
+    assert next(line for line in lines if line.startswith("keep")).split()[-5:] == [
+        "yes", "no:", "no", "live", "worker"]
 
 
 def test_run_once_and_skip_at_start_in_process(tq, db):
@@ -305,18 +308,41 @@ def test_schedules_command_lists_last_and_next_run(tq, db, pgtaskq_dsn):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].split()[:3] == ["name", "expression", "tz"]
-    for header in ("next run (UTC)", "last run (UTC)", "last job", "active"):
+    for header in ("next run (UTC)", "last run (UTC)", "last job", "active", "fires"):
         assert header in lines[0]
     tick = next(line for line in lines if line.startswith("tick"))
     last = datetime.fromtimestamp(clock.t, timezone.utc)
     assert last.strftime("%Y-%m-%d %H:%M:%S") in tick
     assert (last + timedelta(seconds=1)).strftime("%Y-%m-%d %H:%M:%S") in tick
-    assert f"{job_id} queued" in tick and tick.endswith("yes")
+    assert f"{job_id} queued" in tick and tick.split()[-5:] == [
+        "yes", "no:", "no", "live", "worker"]
     nightly = next(line for line in lines if line.startswith("nightly"))
     assert "Europe/Berlin" in nightly and "30 2 * * *" in nightly
     as_json = runner.invoke(cli, [*base, "schedules", "--json"])
     assert as_json.exit_code == 0, as_json.output
     assert '"last_job_status": "queued"' in as_json.output
+
+
+def test_schedules_command_says_whether_a_live_worker_fires_them(tq, pgtaskq_dsn,
+                                                                  worker_process):
+    base = ["--dsn", pgtaskq_dsn, "--schema", tq.schema, "schedules"]
+    worker = worker_process(APP, "-q", "default", *FAST)
+    worker.wait_ready()
+    served = CliRunner().invoke(cli, [*base, "--json"])
+    rows = {row["name"]: row for row in map(json.loads, served.output.splitlines())}
+    assert {name: (row["fires"], row["live_workers"]) for name, row in rows.items()} == {
+        name: ("yes", 1) for name in ("every_second", "monthly_run_once", "monthly_skip")}
+    assert worker.stop() == 0
+
+    result = CliRunner().invoke(cli, base)
+    assert result.exit_code == 0, result.output
+    every_second = next(line for line in result.output.splitlines()
+                        if line.startswith("every_second"))
+    assert every_second.split()[-5:] == ["yes", "no:", "no", "live", "worker"]
+    assert "no live worker: no schedule fires until a worker starts" in result.output
+    stopped = CliRunner().invoke(cli, [*base, "--json"])
+    assert {json.loads(line)["fires"] for line in stopped.output.splitlines()} == {
+        "no: no live worker"}
 
 
 def test_schedules_command_with_none_registered(tq, pgtaskq_dsn):

@@ -141,12 +141,23 @@ def check(dsn, schema, *args):
 
 def test_check_exit_codes(tq, db, pgtaskq_dsn, worker_process):
     absent = f"missing_{uuid.uuid4().hex[:8]}"
-    missing = check(pgtaskq_dsn, absent)
-    assert missing.exit_code == 1 and f"pgtaskq --schema {absent} install" in missing.stderr
+    missing = check(pgtaskq_dsn, absent)  # could not check: 3, not "unhealthy"
+    assert missing.exit_code == 3 and f"pgtaskq --schema {absent} install" in missing.stderr
+    assert missing.stderr.startswith("Error: could not check: ")
+    missing_json = json.loads(check(pgtaskq_dsn, absent, "--json").stdout)
+    assert (missing_json["status"], missing_json["exit_code"]) == ("unknown", 3)
 
     no_worker = check(pgtaskq_dsn, tq.schema)
     assert no_worker.exit_code == 1
     assert "FAIL  workers: 0 alive" in no_worker.output
+    unhealthy = json.loads(check(pgtaskq_dsn, tq.schema, "--json").stdout)
+    assert (unhealthy["status"], unhealthy["healthy"], unhealthy["exit_code"]) == \
+        ("unhealthy", False, 1)
+    statuses = {c["name"]: (c["status"], c["decides_health"]) for c in unhealthy["checks"]}
+    assert statuses["workers"] == ("failed", True)
+    assert statuses["backlog"] == ("ok", True)
+    assert statuses["dead tuples"] == ("info", False)
+    assert all("ok" not in c and "failing" not in c for c in unhealthy["checks"])
     assert check(pgtaskq_dsn, tq.schema, "--min-workers", "0").exit_code == 0
 
     tq.enqueue("nobody.knows.this", queue="slow")  # no worker runs it: it waits
@@ -190,5 +201,6 @@ def test_check_reports_an_open_transaction_pinning_the_xmin_horizon(tq, pgtaskq_
 def test_check_with_an_unreachable_database_is_a_one_line_error():
     result = CliRunner().invoke(cli, ["--dsn", "postgresql://postgres@127.0.0.1:1/x"
                                       "?connect_timeout=2", "check"])
-    assert result.exit_code == 1
-    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
+    assert result.exit_code == 3  # could not check, told apart from unhealthy (1)
+    assert result.stderr.startswith("Error: could not check: ")
+    assert result.stderr.count("\n") == 1

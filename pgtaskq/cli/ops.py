@@ -1,9 +1,11 @@
 """``pgtaskq check`` and ``pgtaskq purge``: health for monitors, retention by hand.
 
 ``check`` prints one line per finding and exits 1 when jobs are not being run (no live
-worker, a ready job waiting longer than ``--max-age``), so a load balancer or cron job can
-use its exit status alone. ``purge`` deletes finished jobs in the same small batches the
-workers' pruner uses, so it is safe to run on a busy production queue.
+worker, a ready job waiting longer than ``--max-age``) and 3 when it could not look (the
+database unreachable, the schema missing), so a load balancer or monitor can use its exit
+status alone and tell "the queue is stuck" from "the check is broken". ``purge`` deletes
+finished jobs in the same small batches the workers' pruner uses, so it is safe to run on
+a busy production queue.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from __future__ import annotations
 import json
 
 import click
+import psycopg
 
 from pgtaskq import health, pruner
-from pgtaskq.cli.context import pass_queue
+from pgtaskq.cli.context import CliContext, one_line, pass_cli, pass_queue
 from pgtaskq.cli.duration import DURATION
 from pgtaskq.duration import format_age
+from pgtaskq.errors import PgtaskqError
 from pgtaskq.queue import TaskQueue
 
 
@@ -27,23 +31,30 @@ from pgtaskq.queue import TaskQueue
 @click.option("--max-xact-age", type=DURATION, default=None,
               help="Also fail when a transaction holds the xmin horizon longer than this.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-@pass_queue
-def check_command(tq: TaskQueue, max_age: float, min_workers: int,
+@pass_cli
+def check_command(cli_context: CliContext, max_age: float, min_workers: int,
                   max_xact_age: float | None, as_json: bool) -> None:
-    """Exit 0 when workers are alive and the backlog is fresh, 1 otherwise."""
-    with tq.connect() as conn:
-        report = health.check(conn, tq.schema, max_age=max_age, min_workers=min_workers,
-                              max_xact_age=max_xact_age)
+    """Exit 0 when workers are alive and the backlog is fresh, 1 when not, 3 when the
+    check could not run (database unreachable, schema missing)."""
+    try:
+        tq = cli_context.installed_queue()
+        with tq.connect() as conn:
+            report = health.check(conn, tq.schema, max_age=max_age,
+                                  min_workers=min_workers, max_xact_age=max_xact_age)
+    except (PgtaskqError, psycopg.Error, click.ClickException) as exc:
+        message = exc.format_message() if isinstance(exc, click.ClickException) \
+            else one_line(exc)
+        if as_json:
+            click.echo(json.dumps(health.unknown_json(message)))
+        click.echo(f"Error: could not check: {message}", err=True)
+        raise SystemExit(health.EXIT_UNKNOWN) from None
     if as_json:
         click.echo(json.dumps(report.to_json(), default=str))
     else:
+        labels = {"ok": "OK", "failed": "FAIL", "warning": "WARN", "info": "INFO"}
         for finding in report.findings:
-            label = "OK" if finding.ok else ("FAIL" if finding.failing else "WARN")
-            if finding.ok and not finding.failing:
-                label = "INFO"
-            click.echo(f"{label:<5} {finding.name}: {finding.message}")
-    if not report.healthy:
-        raise SystemExit(1)
+            click.echo(f"{labels[finding.status]:<5} {finding.name}: {finding.message}")
+    raise SystemExit(report.exit_code)
 
 
 @click.command("purge")

@@ -3,7 +3,8 @@
 Fills a fresh schema by SQL (``generate_series``): ``--jobs`` live jobs over 4 queues and
 20 tasks (90% ready, 9% scheduled, 1000 running), 100k finished jobs with 2% failures, an
 hour of rollups from 4 workers, and 4 registered workers. Then times, in this process,
-``stats.collect`` (what every ``--watch`` frame costs) and ``health.check``, first right
+``stats.collect`` (what every ``--watch`` frame costs), ``health.check`` and one
+``pgtaskq metrics`` scrape (reads and Prometheus text), first right
 after the bulk load (no VACUUM or ANALYZE yet: the worst case for plans and index-only
 scans) and again after ``VACUUM ANALYZE``; and the whole ``pgtaskq stats`` command in a
 subprocess (Python start-up and imports included). With ``--explain`` (or when a read
@@ -70,7 +71,9 @@ def fill(conn: psycopg.Connection, schema: str, jobs: int) -> None:
 
 
 def time_reads(conn: psycopg.Connection, schema: str, runs: int) -> dict[str, list[float]]:
-    timings: dict[str, list[float]] = {"stats": [], "stats --task": [], "check": []}
+    timings: dict[str, list[float]] = {"stats": [], "stats --task": [], "check": [],
+                                       "metrics scrape": []}
+    scrape = metrics_scrape(conn, schema)
     for _ in range(runs):
         began = time.perf_counter()
         snapshot = stats.collect(conn, schema)
@@ -81,16 +84,36 @@ def time_reads(conn: psycopg.Connection, schema: str, runs: int) -> dict[str, li
         began = time.perf_counter()
         health.check(conn, schema, max_age=3600)
         timings["check"].append((time.perf_counter() - began) * 1000)
+        if scrape is not None:
+            began = time.perf_counter()
+            scrape()
+            timings["metrics scrape"].append((time.perf_counter() - began) * 1000)
     print(f"    ready {snapshot.total.ready:,} ({'estimated' if snapshot.estimated else 'exact'})"
           f", scheduled {snapshot.total.scheduled:,}, running {snapshot.total.running:,}, "
           f"oldest ready {snapshot.total.oldest_ready_age:.0f}s")
     return timings
 
 
+def metrics_scrape(conn: psycopg.Connection, schema: str) -> Any:
+    """One ``pgtaskq metrics`` scrape: the collector's reads plus the text exposition
+    (None without prometheus-client)."""
+    try:
+        from prometheus_client import CollectorRegistry, generate_latest
+    except ImportError:
+        return None
+    from pgtaskq.metrics import PgtaskqCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PgtaskqCollector(lambda: conn, schema))
+    return lambda: generate_latest(registry)
+
+
 def report(label: str, timings: dict[str, list[float]]) -> float:
     print(f"  {label}")
     worst = 0.0
     for name, values in timings.items():
+        if not values:
+            continue
         values = sorted(values)
         p95 = values[max(0, int(len(values) * 0.95) - 1)]
         worst = max(worst, statistics.median(values))

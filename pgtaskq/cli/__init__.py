@@ -27,6 +27,7 @@ from pgtaskq.cli.jobs import (
     retry_command,
     show_command,
 )
+from pgtaskq.cli.metrics import metrics_command
 from pgtaskq.cli.ops import check_command, purge_command
 from pgtaskq.cli.queues import pause_command, resume_command
 from pgtaskq.cli.schedules import schedules_command
@@ -67,6 +68,7 @@ cli.add_command(schedules_command)
 cli.add_command(stats_command)
 cli.add_command(check_command)
 cli.add_command(purge_command)
+cli.add_command(metrics_command)
 cli.add_command(pause_command)
 cli.add_command(resume_command)
 cli.add_command(dashboard_command)

@@ -123,8 +123,8 @@ def report(label: str, timings: dict[str, list[float]]) -> float:
 
 
 def explain(conn: psycopg.Connection, schema: str) -> None:
-    now, minute, pages = conn.execute(render(schema, stats_sql.CLOCK),
-                                      {"jobs": f'"{schema}".jobs'}).fetchone()
+    now, minute, pages, _reltuples, _relpages = conn.execute(
+        render(schema, stats_sql.CLOCK), {"jobs": f'"{schema}".jobs'}).fetchone()
     params: dict[str, Any] = {"now": now, "minute": minute, "queue": None, "task": None,
                               "limit": 10, "percent": 100.0 * stats.SAMPLE_PAGES / pages,
                               "lost_after": 30.0, "schema": schema}

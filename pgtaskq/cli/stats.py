@@ -1,16 +1,18 @@
 """``pgtaskq stats``: the terminal dashboard (``--watch``) and its ``--json`` form.
 
 Rendering only: the figures and how they are read cheaply are in ``pgtaskq.stats``. The
-watch loop keeps one autocommit connection, redraws in place on a terminal (clear screen
-and home) and appends frames otherwise (a log file or a pipe must not fill with escape
-codes), survives a database outage by showing the error and trying again, and ends with
-exit status 0 on Ctrl-C: stopping the dashboard is not a failure.
+watch loop keeps one autocommit connection, redraws in place on a terminal (one screen
+fitted to its size: ``pgtaskq.cli.screen``) and appends full frames otherwise (a log
+file or a pipe must not fill with escape codes), survives a database outage by showing
+the error and trying again, and ends with exit status 0 on Ctrl-C: stopping the dashboard
+is not a failure.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from datetime import timezone
@@ -21,7 +23,9 @@ import psycopg
 from tabulate import tabulate
 
 from pgtaskq import stats
+from pgtaskq.cli import screen
 from pgtaskq.cli.context import one_line, pass_queue
+from pgtaskq.cli.screen import render_fitted
 from pgtaskq.duration import format_age, format_ms
 from pgtaskq.errors import DatabaseUnavailableError
 from pgtaskq.queue import TaskQueue
@@ -101,8 +105,8 @@ def render(snapshot: stats.Snapshot, schema: str) -> str:
             [[w.id, w.host, w.pid, ",".join(w.queues) if w.queues else "all",
               w.concurrency, w.busy, w.stuck, format_age(w.heartbeat_age) + " ago",
               w.status, f"{w.finished_1m:,}"] for w in snapshot.workers],
-            ["id", "host", "pid", "queues", "slots", "busy", "stuck", "heartbeat", "status",
-             "done 1m"], disable_numparse=True))
+            ["id", "host", "pid", "queues", "slots", "busy at beat", "stuck", "heartbeat",
+             "status", "done 1m"], disable_numparse=True))
     else:
         out.append("  no workers registered")
     alive = sum(1 for w in snapshot.workers if w.status == "alive")
@@ -134,15 +138,19 @@ def _short(text: str) -> str:
 @click.option("--task", "-t", help="Only this task.")
 @click.option("--failures", type=click.IntRange(min=0), default=10, show_default=True,
               help="Recent failures to list.")
+@click.option("--compact", is_flag=True,
+              help="The one-screen view --watch shows on a terminal, fitted to its size "
+                   "(80x24 when not a terminal).")
 @pass_queue
 def stats_command(tq: TaskQueue, watch: float | None, as_json: bool, queue: str | None,
-                  task: str | None, failures: int) -> None:
+                  task: str | None, failures: int, compact: bool) -> None:
     """Queue depth, throughput, latency, workers and failures, per queue and task."""
     if watch is None:
         with _connect(tq) as conn:
-            _show(collect(conn, tq, queue, task, failures), tq.schema, as_json, False)
+            _show(collect(conn, tq, queue, task, failures), tq.schema, as_json, False,
+                  compact)
         return
-    _watch(tq, watch, as_json, queue, task, failures)
+    _watch(tq, watch, as_json, queue, task, failures, compact)
 
 
 def _connect(tq: TaskQueue) -> psycopg.Connection:
@@ -154,16 +162,25 @@ def collect(conn: psycopg.Connection, tq: TaskQueue, queue: str | None, task: st
     return stats.collect(conn, tq.schema, queue=queue, task=task, failures=failures)
 
 
-def _show(snapshot: stats.Snapshot, schema: str, as_json: bool, redraw: bool) -> None:
+def _show(snapshot: stats.Snapshot, schema: str, as_json: bool, redraw: bool,
+          compact: bool = False) -> None:
     if as_json:
         click.echo(json.dumps(snapshot.to_json(), default=str))
         return
-    text = render(snapshot, schema)
-    click.echo((CLEAR if redraw else "") + text + ("" if redraw else "\n"))
+    if redraw:  # a terminal: one screen of its size, drawn over the previous frame
+        size = shutil.get_terminal_size()
+        click.echo(screen.frame(render_fitted(snapshot, schema, size.columns, size.lines)),
+                   nl=False)
+        return
+    if compact:
+        size = shutil.get_terminal_size()
+        click.echo(render_fitted(snapshot, schema, size.columns, size.lines))
+        return
+    click.echo(render(snapshot, schema) + "\n")
 
 
 def _watch(tq: TaskQueue, interval: float, as_json: bool, queue: str | None,
-           task: str | None, failures: int) -> None:
+           task: str | None, failures: int, compact: bool = False) -> None:
     redraw = sys.stdout.isatty() and not as_json
     conn: psycopg.Connection | None = None
     try:
@@ -172,7 +189,8 @@ def _watch(tq: TaskQueue, interval: float, as_json: bool, queue: str | None,
             try:
                 if conn is None or conn.closed:
                     conn = _connect(tq)
-                _show(collect(conn, tq, queue, task, failures), tq.schema, as_json, redraw)
+                _show(collect(conn, tq, queue, task, failures), tq.schema, as_json, redraw,
+                      compact)
             except (psycopg.OperationalError, psycopg.InterfaceError,
                     DatabaseUnavailableError) as exc:
                 # A restart or a killed connection: say so and try again next frame.

@@ -131,6 +131,9 @@ class Pruner(PeriodicThread):
                                  limit=self._batch, keep_going=self._keep_going))
         deleted["stats"] = prune_stats(self._execute, self._schema, self._keep_stats,
                                        limit=self._batch, keep_going=self._keep_going)
+        deleted["trace contexts"] = _drain(
+            self._execute, render(self._schema, history_sql.PRUNE_TRACE_CONTEXT),
+            {"limit": self._batch}, self._batch, self._keep_going)
         if any(deleted.values()):
             log.info("pruned expired history: %s",
                      ", ".join(f"{n} {what}" for what, n in deleted.items() if n))

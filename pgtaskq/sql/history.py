@@ -89,3 +89,20 @@ workers' "done in the last minute". Folding divides the rollups' size by the num
 workers (with 20 workers and 50 tasks, two days of unfolded rows would be about 3 million
 rows of 650 bytes). Sums are unchanged, so ``stats`` reads the same figures before and
 after."""
+
+PRUNE_TRACE_CONTEXT = """
+WITH doomed AS (
+    SELECT t.job_id FROM {schema}.job_trace_context t
+    WHERE t.created_at < now() - interval '1 minute'
+      AND NOT EXISTS (SELECT FROM {schema}.jobs j WHERE j.id = t.job_id)
+    ORDER BY t.job_id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM {schema}.job_trace_context t USING doomed d WHERE t.job_id = d.job_id
+    RETURNING 1
+)
+SELECT count(*) FROM deleted
+"""
+"""Delete up to ``limit`` trace contexts of jobs no longer in ``jobs`` (finished). A
+retried job is still in ``jobs`` between attempts, so each attempt continues the trace."""

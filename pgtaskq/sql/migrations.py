@@ -384,7 +384,21 @@ of every queue claims from the explicit list of the other queues that have jobs 
 a loose index scan), so the paused backlog is never walked.
 """
 
-MIGRATIONS: list[str] = [V1, V2, V3]
+V4 = """
+CREATE TABLE {schema}.job_trace_context (
+    job_id bigint PRIMARY KEY,
+    carrier jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+"""Trace context of jobs enqueued inside a trace (``pgtaskq.contrib.opentelemetry``).
+
+A table beside ``jobs`` rather than a column of it: only traced applications write it, so
+the enqueue, claim and acknowledgement statements every queue runs stay as they are. The
+pruner deletes the rows of jobs that have left ``jobs``.
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4]
 """``MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``; the last index + 1 is current."""
 
 LATEST_VERSION = len(MIGRATIONS)
@@ -430,7 +444,11 @@ DROP TABLE IF EXISTS {schema}.paused_queues;
 """
 """Version 3's claim_jobs replaced version 2's: UNINSTALL_V2 drops it."""
 
-UNINSTALLS: list[str] = [UNINSTALL_V1, UNINSTALL_V2, UNINSTALL_V3]
+UNINSTALL_V4 = """
+DROP TABLE IF EXISTS {schema}.job_trace_context;
+"""
+
+UNINSTALLS: list[str] = [UNINSTALL_V1, UNINSTALL_V2, UNINSTALL_V3, UNINSTALL_V4]
 """``UNINSTALLS[i]`` drops what ``MIGRATIONS[i]`` created. Uninstall runs those of the
 versions the install record holds, newest first, and nothing else: a schema where pgtaskq
 was never installed keeps its tables, even ones named ``jobs``."""

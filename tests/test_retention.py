@@ -52,14 +52,15 @@ def test_pruner_deletes_exactly_the_expired_rows_in_batches(tq, db):
                "FROM unnest(ARRAY[0, 1, 47, 49, 72]) AS h")
     worker = pruner.Pruner(tq.pool, tq.schema, batch=2)  # defaults: 1 day, 7 days, 2 days
     deleted = worker.run_once()
-    assert deleted == {"succeeded": 6, "failed": 3, "cancelled": 3, "stats": 2, "folded": 0}
+    assert deleted == {"succeeded": 6, "failed": 3, "cancelled": 3, "stats": 2,
+                       "trace contexts": 0, "folded": 0}
     assert remaining(db, tq.schema) == expected_left(ids, 24, 168)
     hours = sorted(r[0] for r in db.execute(
         f"SELECT extract(epoch FROM date_trunc('minute', now()) - minute) / 3600 "
         f'FROM "{tq.schema}".stats_minute'))
     assert hours == [0, 1, 47]
     assert worker.run_once() == {"succeeded": 0, "failed": 0, "cancelled": 0, "stats": 0,
-                                 "folded": 0}
+                                 "trace contexts": 0, "folded": 0}
 
 
 def test_pruner_folds_old_per_worker_rollups_without_changing_the_figures(tq, db):

@@ -25,11 +25,33 @@ except ImportError:
     TASKS_APP = ["django_tasks"]
 
 INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
     *TASKS_APP,
     "pgtaskq.contrib.django",
     "accounts",
 ]
-MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
+# The admin (pgtaskq's job pages) and the dashboard's include() sign staff in; the admin's
+# views protect their forms themselves, and the example's JSON API is CSRF-exempt.
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+LOGIN_URL = "/admin/login/"  # where the dashboard sends anonymous users
+TEMPLATES = [{
+    "BACKEND": "django.template.backends.django.DjangoTemplates",
+    "APP_DIRS": True,
+    "OPTIONS": {"context_processors": [
+        "django.template.context_processors.request",
+        "django.contrib.auth.context_processors.auth",
+        "django.contrib.messages.context_processors.messages",
+    ]},
+}]
 
 _db = conninfo_to_dict(os.environ.get("DATABASE_URL") or os.environ["PGTASKQ_DSN"])
 _app_schema = os.environ.get("APP_DB_SCHEMA")

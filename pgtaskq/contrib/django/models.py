@@ -15,6 +15,7 @@ import os
 from django.db import models
 
 from pgtaskq import defaults
+from pgtaskq.errors import ConfigurationError
 from pgtaskq.sql import validate_schema_name
 
 
@@ -22,8 +23,13 @@ def table(name: str) -> str:
     """``"schema"."name"`` for the configured schema (Django keeps a quoted name as is)."""
     from pgtaskq.contrib.django.conf import get_settings
 
-    schema = get_settings()["SCHEMA"] or os.environ.get("PGTASKQ_SCHEMA") or defaults.SCHEMA
-    return f'"{validate_schema_name(schema)}"."{name}"'
+    try:
+        schema = get_settings()["SCHEMA"] or os.environ.get("PGTASKQ_SCHEMA")
+        schema = validate_schema_name(schema or defaults.SCHEMA)
+    except ConfigurationError:
+        # a bad PGTASKQ must not break app loading: the system check reports it
+        schema = defaults.SCHEMA
+    return f'"{schema}"."{name}"'
 
 
 class JobFields(models.Model):

@@ -239,7 +239,7 @@ def job(ctx: Context, j: Job) -> Safe:
               ("dedupe key", j.dedupe_key or ""),
               ("cancel requested", "yes" if j.cancel_requested else "")]
     table = join(html('<tr><th>{k}</th><td class="{c}">{v}</td></tr>', k=k,
-                      c=k.replace(" ", "-"), v=v) for k, v in fields)
+                      c="field-" + k.replace(" ", "-"), v=v) for k, v in fields)
     return html(
         '<h1>Job {id} <span class="status {status}">{status}</span></h1>'
         '<div class="actions">{actions}</div><table class="fields">{table}</table>'

@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 
-from pgtaskq import TaskQueue, health, stats
+from pgtaskq import TaskQueue, defaults, health, stats
 from pgtaskq.sql import render
 from pgtaskq.sql import stats as stats_sql
 
@@ -127,7 +127,8 @@ def explain(conn: psycopg.Connection, schema: str) -> None:
         render(schema, stats_sql.CLOCK), {"jobs": f'"{schema}".jobs'}).fetchone()
     params: dict[str, Any] = {"now": now, "minute": minute, "queue": None, "task": None,
                               "limit": 10, "percent": 100.0 * stats.SAMPLE_PAGES / pages,
-                              "lost_after": 30.0, "schema": schema}
+                              "lost_beats": defaults.WORKER_LOST_AFTER_BEATS,
+                              "lost_min": defaults.WORKER_LOST_AFTER_MIN, "schema": schema}
     for name in ("LIVE_SAMPLE", "RUNNING", "OLDEST_READY_BY_QUEUE", "ROLLUP_COUNTS",
                  "ROLLUP_HISTOGRAMS", "ROLLUP_SERIES", "ROLLUP_BY_WORKER", "WORKERS",
                  "RECENT_FAILURES", "TABLE_HEALTH", "OLDEST_XACT"):

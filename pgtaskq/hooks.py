@@ -11,7 +11,9 @@ outcome is written: a slow hook delays that job's acknowledgement, nothing else.
 - ``on_failure(job, error)``: the last attempt failed, or one that cannot be retried
   (``FinalFailure``, whose cause is ``error``); the job is now ``failed``.
 
-A timeout's ``error`` is a ``TimeoutError``. Cancelled jobs call no hook. A hook that raises
+A timeout's ``error`` is a ``TimeoutError``. Cancelled jobs call no hook, nor do jobs the
+worker fails before running them (arguments it cannot decode, a task it lacks: logged at
+ERROR by the main loop, which must not wait for user code). A hook that raises
 is logged and ignored: it never changes the job's outcome.
 """
 

@@ -104,7 +104,7 @@ class Slots:
             with self._lock:
                 self._busy += 1
             try:
-                outcome = self._run(job)
+                outcome = self.run_one(job)
             except BaseException:  # a bug here must cost the job, never the slot
                 log.exception("slot failed to run job %d (%s)", job.id, job.task)
                 outcome = Outcome.failed(job, traceback.format_exc())
@@ -117,7 +117,9 @@ class Slots:
             except Exception:  # pragma: no cover - the completer's queue does not fail
                 log.exception("could not record the outcome of job %d", job.id)
 
-    def _run(self, job: HeldJob) -> Outcome:
+    def run_one(self, job: HeldJob) -> Outcome:
+        """Run ``job`` in the calling thread and return how it ended (never raises for
+        what the task does). The slot threads call it; so does an inline test run."""
         context = job.context
         if context.cancel_requested and not context.timed_out:
             # Cancelled while it waited for a slot (prefetched): never start it.

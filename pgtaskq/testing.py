@@ -8,6 +8,9 @@ Load it with ``-p pgtaskq.testing`` (pgtaskq's own suite does, in pyproject.toml
   uninstalled afterwards, so tests never see each other's jobs and run in any order.
 - ``wait_until(predicate, timeout)``: poll a condition with a deadline instead of sleeping.
 - ``WorkerProcess``: a real ``pgtaskq worker`` subprocess, for tests with signals and kills.
+
+To run queued jobs inside a test without a worker, see ``pgtaskq.inline.run_queued_jobs``
+(it needs no pytest, so it works under ``manage.py test`` too).
 """
 
 from __future__ import annotations

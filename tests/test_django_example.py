@@ -83,3 +83,26 @@ def test_signups_under_gunicorn_commit_exactly_their_jobs(pgtaskq_dsn, tq, db, a
     assert missing.returncode != 0
     assert "no job with id 999999999" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_manage_py_test_passes_and_drops_its_test_database(pgtaskq_dsn, tq, db):
+    """The example's own tests use pgtaskq's pool and run jobs inline; afterwards Django
+    must be able to drop its test database (it could not while pgtaskq's pool was still
+    connected to it: exit status 1 after every test passed)."""
+    test_database = f"test_dj_{uuid.uuid4().hex[:12]}"
+    env = {
+        "PGTASKQ_DSN": pgtaskq_dsn,
+        "PGTASKQ_SCHEMA": tq.schema,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DJANGO_TEST_DATABASE": test_database,
+    }
+    try:
+        run = manage(env, "test", "accounts", "--noinput", "-v", "2")
+        output = run.stdout + run.stderr
+        assert run.returncode == 0, output
+        assert "Ran 4 tests" in output and "OK" in output
+        assert "being accessed by other users" not in output
+        assert db.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
+                          (test_database,)).fetchone()[0] == 0
+    finally:
+        db.execute(f'DROP DATABASE IF EXISTS "{test_database}" WITH (FORCE)')

@@ -292,3 +292,16 @@ def test_manage_py_options_are_not_passed_to_click(argv, expected):
     from pgtaskq.contrib.django.management.commands.pgtaskq import _without_django_options
 
     assert _without_django_options(argv) == expected
+
+
+def test_immediate_backend_recipe_runs_tasks_at_enqueue(tasks, django_tq, tq):
+    """The documented test-settings recipe: django.tasks' ImmediateBackend, every queue."""
+    from django.test import override_settings
+
+    from pgtaskq.contrib.django._compat import FRAMEWORK
+
+    backend = f"{FRAMEWORK}.backends.immediate.ImmediateBackend"
+    with override_settings(TASKS={"default": {"BACKEND": backend, "QUEUES": []}}):
+        result = tasks.prioritized.enqueue()  # queue "reports"
+        assert (result.status, result.return_value) == (TaskResultStatus.SUCCESSFUL, "ok")
+    assert tq.list_jobs() == []

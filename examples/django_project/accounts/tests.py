@@ -2,14 +2,18 @@
 
 Jobs are written on Django's connection, so in a ``TestCase`` they live in the test's
 transaction and vanish with it, like the rows the test writes; ``get_result()`` reads
-on the same connection and sees them.
+on the same connection and sees them. ``run_queued_jobs`` runs them there too, without a
+worker.
 """
 
 import json
 
 from django.test import TestCase
 
+from accounts.models import WelcomeEmail
 from accounts.tasks import send_welcome
+from pgtaskq.contrib.django import get_queue
+from pgtaskq.inline import run_queued_jobs
 
 
 class SignupTests(TestCase):
@@ -30,3 +34,19 @@ class SignupTests(TestCase):
         with self.assertRaises(Exception) as caught:
             send_welcome.get_result(str(response.json()["job_id"]))
         self.assertEqual(type(caught.exception).__name__, "TaskResultDoesNotExist")
+
+    def test_the_welcome_job_runs_inline(self):
+        response = self.post("/signup", "c@example.org")
+        job_id = response.json()["job_id"]
+        self.assertEqual(run_queued_jobs(get_queue()), [job_id])
+        result = send_welcome.get_result(str(job_id))
+        self.assertEqual(result.status, "SUCCESSFUL")
+        self.assertEqual(result.return_value,
+                         f"welcome sent to signup {response.json()['signup_id']} on attempt 1")
+        self.assertEqual(WelcomeEmail.objects.get().job_id, job_id)
+
+    def test_pgtaskqs_own_pool_sees_only_committed_jobs(self):
+        # get_job, list_jobs, cancel and retry use pgtaskq's pool, outside the test's
+        # transaction (the pool is closed before Django drops the test database).
+        self.post("/signup", "d@example.org")
+        self.assertEqual(get_queue().list_jobs(), [])

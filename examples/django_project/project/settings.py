@@ -64,6 +64,9 @@ DATABASES = {
         "HOST": _db.get("host", ""),
         "PORT": _db.get("port", ""),
         "OPTIONS": {"options": f"-c search_path={_app_schema}"} if _app_schema else {},
+        # manage.py test creates this database (default test_<NAME>); pgtaskq's test
+        # suite gives each run its own, so runs side by side do not collide
+        "TEST": {"NAME": os.environ.get("DJANGO_TEST_DATABASE") or None},
     }
 }
 

@@ -31,6 +31,25 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     return []
 
 
+def close_pool_before_database_admin(sender: Any, connection: Any, **kwargs: Any) -> None:
+    """Close pgtaskq's pool when Django opens a connection to administer databases.
+
+    Django opens such a connection (alias ``__no_db__``) to create and to drop its test
+    database, and nothing else tells an app the test database is about to go away. A test
+    that used ``get_job``, ``list_jobs``, ``cancel`` or ``retry`` left pgtaskq's pool
+    connected to it, so ``DROP DATABASE`` failed ("being accessed by other users") and
+    ``manage.py test`` exited 1 after every test passed. The pool reopens on next use.
+    """
+    from django.db.backends.base.base import NO_DB_ALIAS
+
+    if getattr(connection, "alias", None) != NO_DB_ALIAS:
+        return
+    from pgtaskq.contrib.django import conf
+
+    if conf._queue is not None:
+        conf._queue.close()
+
+
 class PgtaskqConfig(AppConfig):
     name = "pgtaskq.contrib.django"
     label = "pgtaskq"
@@ -38,4 +57,8 @@ class PgtaskqConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.db.backends.signals import connection_created
+
         checks.register(check_settings, "pgtaskq")
+        connection_created.connect(close_pool_before_database_admin,
+                                   dispatch_uid="pgtaskq.close_pool_before_database_admin")

@@ -101,7 +101,8 @@ def _running_result(
     task: Any, alias: str, job_id: int, attempt: int, args: list, kwargs: dict
 ) -> TaskResult:
     now = timezone.now()
-    job = get_queue().get_job(job_id)
+    # On Django's connection: an inline run in a TestCase sees the test's own jobs.
+    job = get_queue().read_job(job_id)
     if job is not None:
         result = results.result_from_job(task, job, alias)
         worker = job.worker_id

@@ -26,6 +26,7 @@ from pgtaskq._version import __version__
 from pgtaskq.completer import complete_params
 from pgtaskq.context import JobContext
 from pgtaskq.held import HeldJob
+from pgtaskq.queue import DEFAULT_CONNECTION
 from pgtaskq.slots import Slots
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
@@ -65,7 +66,7 @@ def run_queued_jobs(tq: TaskQueue, *, queues: list[str] | None = None, conn: Any
 def _connection(tq: TaskQueue, conn: Any) -> Iterator[Any]:
     """``conn``, else the connection the queue enqueues on (Django's, a Flask request's),
     else one of the queue's own pool (autocommit)."""
-    chosen = tq.connection_for_enqueue(conn)
+    chosen = tq.connection_for_enqueue(DEFAULT_CONNECTION if conn is None else conn)
     if chosen is not None:
         yield chosen
         return

@@ -55,6 +55,19 @@ pooler in transaction mode (PgBouncer < 1.21) does to prepared statements."""
 JobMiddleware = Callable[["JobContext", Callable[[], Any]], Any]
 
 
+class _DefaultConnection:
+    """The ``conn=`` of an enqueue that names none (see ``connection_for_enqueue``)."""
+
+    def __repr__(self) -> str:
+        return "<the queue's default connection>"
+
+
+DEFAULT_CONNECTION: Any = _DefaultConnection()
+"""``conn=`` left out. For a plain TaskQueue that is its own pool, as ``conn=None`` is; an
+integration makes it the request's (or Django's) connection, so that an explicit
+``conn=None`` remains the way to commit one job at once on pgtaskq's own pool."""
+
+
 class TaskQueue:
     """Registry of tasks plus the API to enqueue and manage jobs in one pgtaskq schema."""
 
@@ -437,14 +450,15 @@ class TaskQueue:
         self.job_hooks.failure.append(hook)
         return hook
 
-    def connection_for_enqueue(self, conn: Any = None) -> Any:
-        """The connection an enqueue without ``conn=`` writes on; None means our own pool.
+    def connection_for_enqueue(self, conn: Any = DEFAULT_CONNECTION) -> Any:
+        """The connection an enqueue with this ``conn=`` writes on; None means our own pool.
 
-        Integrations override it to join the current request's transaction (Django's
-        ``connections[alias]``, a Flask request's connection), so every enqueue option
-        passes through ``enqueue``/``enqueue_many`` unchanged.
+        Integrations override it to make the default (``DEFAULT_CONNECTION``) the current
+        request's transaction (Django's ``connections[alias]``, a Flask request's
+        connection), so every enqueue option passes through ``enqueue``/``enqueue_many``
+        unchanged; an explicit ``conn=None`` always means pgtaskq's own pool.
         """
-        return conn
+        return None if conn is DEFAULT_CONNECTION else conn
 
     # -- enqueue ------------------------------------------------------------------------
 
@@ -508,7 +522,7 @@ class TaskQueue:
         delay: float | None = None,
         dedupe_key: str | None = None,
         max_attempts: int | None = None,
-        conn: Any = None,
+        conn: Any = DEFAULT_CONNECTION,
         schedule: str | None = None,
     ) -> int:
         """Enqueue one job of ``task_name``; return its id (an existing id on dedupe).
@@ -541,7 +555,8 @@ class TaskQueue:
         raise PgtaskqError(f"could not enqueue with dedupe_key {params['dedupe_key']!r}")
 
     def enqueue_many(
-        self, task_name: str, jobs: Sequence[Mapping[str, Any]], *, conn: Any = None
+        self, task_name: str, jobs: Sequence[Mapping[str, Any]], *,
+        conn: Any = DEFAULT_CONNECTION,
     ) -> list[int]:
         """Enqueue many jobs of one task in one statement; ids come back in input order.
 

@@ -160,3 +160,60 @@ def test_flask_cli_commands(make_app, tq):
 
     result = runner.invoke(args=["pgtaskq", "worker", "some.module:tq"])
     assert result.exit_code != 0 and "drop the APP argument" in result.output
+
+
+@pytest.fixture
+def session_app(make_app, pgtaskq_dsn):
+    """An app whose PgTaskQ joins a scoped SQLAlchemy session removed at teardown (as
+    Flask-SQLAlchemy does), with views that enqueue and forget to commit, or not."""
+    from sqlalchemy.orm import scoped_session, sessionmaker
+
+    engine = create_engine("postgresql+psycopg://" + pgtaskq_dsn.split("://", 1)[1])
+    session = scoped_session(sessionmaker(bind=engine))
+    pgtq = PgTaskQ(connection=sqlalchemy_connection(session))
+    app = make_app(pgtq)
+
+    @app.teardown_appcontext
+    def remove_session(exc):
+        session.remove()  # rolls back whatever was not committed
+
+    @app.post("/forgets")
+    def forgets():
+        return {"job_id": pgtq.enqueue("welcome", args=[1])}
+
+    @app.post("/own-pool")
+    def own_pool():
+        return {"job_id": pgtq.enqueue("welcome", args=[2], conn=None)}
+
+    @app.post("/commits-then-reads")
+    def commits_then_reads():
+        job_id = pgtq.enqueue("welcome", args=[3])
+        session.commit()
+        session.execute(text("SELECT 1"))  # a new transaction, left open
+        return {"job_id": job_id}
+
+    yield app
+    session.remove()
+    engine.dispose()
+
+
+def test_a_request_that_never_commits_its_jobs_is_warned_about(session_app, tq, caplog):
+    with caplog.at_level("WARNING", logger="pgtaskq.flask"):
+        job_id = session_app.test_client().post("/forgets").json["job_id"]
+    assert tq.get_job(job_id) is None  # rolled back at teardown: the job never existed
+    warnings = [r.getMessage() for r in caplog.records if r.name == "pgtaskq.flask"]
+    assert len(warnings) == 1
+    assert "POST /forgets" in warnings[0] and f"({job_id})" in warnings[0]
+    assert "using(conn=None)" in warnings[0]
+
+
+def test_conn_none_commits_on_pgtaskqs_pool_and_committed_jobs_are_not_warned_about(
+    session_app, tq, caplog
+):
+    client = session_app.test_client()
+    with caplog.at_level("WARNING", logger="pgtaskq.flask"):
+        own = client.post("/own-pool").json["job_id"]
+        committed = client.post("/commits-then-reads").json["job_id"]
+    assert tq.get_job(own).args == [2]
+    assert tq.get_job(committed).args == [3]
+    assert [r for r in caplog.records if r.name == "pgtaskq.flask"] == []

@@ -30,18 +30,25 @@ configuration; the worker runs every job inside an application context of the ap
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import click
-from flask import Flask, current_app, has_request_context
+from flask import Flask, current_app, g, has_request_context, request
 from flask.cli import with_appcontext
 
 from pgtaskq import defaults
 from pgtaskq.context import JobContext
-from pgtaskq.queue import TaskQueue
+from pgtaskq.queue import DEFAULT_CONNECTION, TaskQueue
+from pgtaskq.sql import jobs as job_sql
+
+log = logging.getLogger("pgtaskq.flask")
 
 EXTENSION_KEY = "pgtaskq"
+_REQUEST_JOBS = "_pgtaskq_request_jobs"
+_IN_TRANSACTION = (2, 3)
+"""libpq's PQTRANS_INTRANS and PQTRANS_INERROR, as psycopg and psycopg2 both report them."""
 
 ConnectionGetter = Callable[[], Any]
 
@@ -98,6 +105,8 @@ class PgTaskQ(TaskQueue):
             self.job_middlewares.insert(0, self._in_app_context)
         app.extensions[EXTENSION_KEY] = self
         app.cli.add_command(pgtaskq_command)
+        if self._warn_if_uncommitted not in app.teardown_request_funcs.get(None, []):
+            app.teardown_request(self._warn_if_uncommitted)
 
     def _in_app_context(self, job: JobContext, call_next: Callable[[], Any]) -> Any:
         """Run each job in an application context, as a view runs in a request's."""
@@ -113,11 +122,70 @@ class PgTaskQ(TaskQueue):
         self.connection_getter = getter
         return getter
 
-    def connection_for_enqueue(self, conn: Any = None) -> Any:
-        """``conn`` if given, else the request's connection, else None (our pool)."""
-        if conn is not None or self.connection_getter is None or not has_request_context():
+    def connection_for_enqueue(self, conn: Any = DEFAULT_CONNECTION) -> Any:
+        """``conn`` if given (``None``: our pool), else the request's connection, else
+        None (outside a request, or without a ``connection`` getter)."""
+        if conn is not DEFAULT_CONNECTION:
             return conn
+        if self.connection_getter is None or not has_request_context():
+            return None
         return self.connection_getter()
+
+    def enqueue(self, task_name: str, args: Any = None, kwargs: Any = None, *,
+                conn: Any = DEFAULT_CONNECTION, **options: Any) -> int:
+        target = self.connection_for_enqueue(conn)
+        job_id = super().enqueue(task_name, args, kwargs, conn=target, **options)
+        self._note_request_jobs(conn, target, [job_id])
+        return job_id
+
+    def enqueue_many(self, task_name: str, jobs: Any, *,
+                     conn: Any = DEFAULT_CONNECTION) -> list[int]:
+        target = self.connection_for_enqueue(conn)
+        ids = super().enqueue_many(task_name, jobs, conn=target)
+        self._note_request_jobs(conn, target, ids)
+        return ids
+
+    def _note_request_jobs(self, conn: Any, target: Any, ids: list[int]) -> None:
+        """Remember jobs written in the request's transaction, for the teardown check."""
+        if conn is DEFAULT_CONNECTION and target is not None and ids:
+            g.setdefault(_REQUEST_JOBS, []).append((target, ids))
+
+    def _warn_if_uncommitted(self, exc: BaseException | None) -> None:
+        """At the end of a request, warn about jobs its open transaction will roll back.
+
+        A view that enqueues on the request's connection and returns without committing
+        (and without an error) gets a job id for a job that the session's teardown rolls
+        back: it never existed. Only requests whose connection is still in a transaction
+        cost a query, on pgtaskq's pool, to tell committed jobs from pending ones.
+        """
+        writes = g.pop(_REQUEST_JOBS, None)
+        if not writes or exc is not None:
+            return
+        pending = [job_id for conn, ids in writes if _in_transaction(conn) for job_id in ids]
+        if not pending:
+            return
+        try:
+            committed = {row[0] for row in self._run(job_sql.COMMITTED_IDS, {"ids": pending})}
+        except Exception as error:  # a warning must never break the response
+            log.debug("could not check the request's jobs: %s", error)
+            return
+        lost = [job_id for job_id in pending if job_id not in committed]
+        if lost:
+            log.warning(
+                "%s %s: the request ended without committing its transaction, so the "
+                "job(s) it enqueued (%s) will be rolled back with it and never run. Commit "
+                "(db.session.commit()) before returning, or enqueue outside the request's "
+                "transaction with .using(conn=None)",
+                request.method, request.path, ", ".join(str(i) for i in lost),
+            )
+
+
+def _in_transaction(conn: Any) -> bool:
+    """Whether ``conn`` (psycopg 3 or psycopg2) is inside a transaction: a local check."""
+    try:
+        return int(conn.info.transaction_status) in _IN_TRANSACTION
+    except Exception:  # closed, or a driver without .info: nothing to say
+        return False
 
 
 def get_queue(app: Flask | None = None) -> PgTaskQ:

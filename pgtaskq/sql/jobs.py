@@ -216,3 +216,11 @@ WITH finished AS (
 )
 SELECT id FROM requeued, (SELECT count(*) FROM wake) AS notified
 """
+
+COMMITTED_IDS = """
+SELECT id FROM {schema}.jobs WHERE id = ANY(%(ids)s::bigint[])
+UNION ALL
+SELECT id FROM {schema}.job_history WHERE id = ANY(%(ids)s::bigint[])
+"""
+"""Which of these job ids another transaction can see: those committed (the Flask
+extension asks at the end of a request whose transaction is still open)."""

@@ -37,7 +37,7 @@ from psycopg.conninfo import make_conninfo
 from pgtaskq import dbapi, defaults, embedded
 from pgtaskq.errors import ConfigurationError
 from pgtaskq.job import Job
-from pgtaskq.queue import TaskQueue
+from pgtaskq.queue import DEFAULT_CONNECTION, TaskQueue
 from pgtaskq.sql import jobs as job_sql
 from pgtaskq.sql import render
 
@@ -171,10 +171,12 @@ class DjangoTaskQueue(TaskQueue):
             cached = self._embedded_conninfo = (dsn, embedded.resolve(dsn))
         return cached[1]
 
-    def connection_for_enqueue(self, conn: Any = None) -> Any:
-        """The connection an enqueue without ``conn=`` writes on (None: our own pool)."""
-        if conn is not None or self.database is None:
+    def connection_for_enqueue(self, conn: Any = DEFAULT_CONNECTION) -> Any:
+        """Django's connection for an enqueue without ``conn=`` (None: our own pool)."""
+        if conn is not DEFAULT_CONNECTION:
             return conn
+        if self.database is None:
+            return None
         from django.db import connections
 
         return connections[self.database]

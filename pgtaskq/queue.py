@@ -280,7 +280,7 @@ class TaskQueue:
             if dbapi.sqlstate(exc) == dbapi.UNDEFINED_TABLE:
                 raise SchemaNotInstalledError(
                     f"pgtaskq is not installed in schema {self.schema!r}: "
-                    f"run '{schema_admin.admin_command(self.schema, 'install')}'"
+                    f"run '{self.admin_command('install')}'"
                 ) from exc
             raise
 
@@ -360,7 +360,12 @@ class TaskQueue:
     def check_installed(self) -> int:
         """Installed version; ``SchemaNotInstalledError`` saying what to run otherwise."""
         with self.connect() as conn:
-            return schema_admin.require_installed(conn, self.schema)
+            return schema_admin.require_installed(conn, self.schema, self.admin_command)
+
+    def admin_command(self, command: str) -> str:
+        """The command line that runs ``pgtaskq COMMAND`` (install, upgrade) for this
+        queue, as error messages suggest it; integrations word it their way."""
+        return schema_admin.admin_command(self.schema, command)
 
     # -- tasks --------------------------------------------------------------------------
 

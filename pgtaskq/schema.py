@@ -9,6 +9,8 @@ migration leaves the previous version intact.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import psycopg
 
 from pgtaskq import defaults
@@ -127,13 +129,20 @@ def admin_command(schema: str, command: str) -> str:
     return f"pgtaskq --schema {schema} {command}"
 
 
-def require_installed(conn: psycopg.Connection, schema: str) -> int:
-    """Return the installed version, or raise the error that tells the user what to run."""
+def require_installed(conn: psycopg.Connection, schema: str,
+                      command: Callable[[str], str] | None = None) -> int:
+    """Return the installed version, or raise the error that tells the user what to run.
+
+    ``command("upgrade")`` words the command to suggest; integrations pass their own
+    (``manage.py migrate``, ``flask pgtaskq upgrade``), the default is ``pgtaskq ...``.
+    """
+    if command is None:
+        def command(name: str) -> str:
+            return admin_command(schema, name)
     version = installed_version(conn, schema)
     if version == 0:
         raise SchemaNotInstalledError(
-            f"pgtaskq is not installed in schema {schema!r}: "
-            f"run '{admin_command(schema, 'install')}'"
+            f"pgtaskq is not installed in schema {schema!r}: run '{command('install')}'"
         )
     if version > migrations.LATEST_VERSION:
         raise SchemaVersionError(
@@ -143,6 +152,6 @@ def require_installed(conn: psycopg.Connection, schema: str) -> int:
     if version < migrations.LATEST_VERSION:
         raise SchemaVersionError(
             f"schema {schema!r} is at version {version}, this pgtaskq needs "
-            f"{migrations.LATEST_VERSION}: run '{admin_command(schema, 'upgrade')}'"
+            f"{migrations.LATEST_VERSION}: run '{command('upgrade')}'"
         )
     return version

@@ -108,6 +108,9 @@ class PgTaskQ(TaskQueue):
         if self._warn_if_uncommitted not in app.teardown_request_funcs.get(None, []):
             app.teardown_request(self._warn_if_uncommitted)
 
+    def admin_command(self, command: str) -> str:
+        return f"flask pgtaskq {command}"
+
     def _in_app_context(self, job: JobContext, call_next: Callable[[], Any]) -> Any:
         """Run each job in an application context, as a view runs in a request's."""
         if self.app is None:

@@ -23,7 +23,10 @@ Layout (why it looks like this, see DESIGN.md):
   fixed array of 64 counts.
 
 Never edit a released migration; append a new one. ``MIGRATIONS[i]`` brings the schema from
-version ``i`` to ``i + 1``.
+version ``i`` to ``i + 1``. Each version also needs its Django migration, a four-line file
+``pgtaskq/contrib/django/migrations/NNNN_schema_vN.py`` (copy the last one, change the
+number; ``tests/test_django_migrations.py`` fails without it): Django projects upgrade
+the schema with ``manage.py migrate``.
 """
 
 from __future__ import annotations

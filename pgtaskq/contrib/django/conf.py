@@ -141,6 +141,13 @@ class DjangoTaskQueue(TaskQueue):
         finally:
             self.tasks, self.job_middlewares = tasks, middlewares
 
+    def admin_command(self, command: str) -> str:
+        """Under Django, ``migrate`` installs and upgrades the schema (one migration per
+        schema version); ``manage.py pgtaskq upgrade`` does the same by hand."""
+        if command in ("install", "upgrade"):
+            return f"python manage.py migrate' (or 'python manage.py pgtaskq {command}"
+        return f"python manage.py pgtaskq {command}"
+
     def reconfigure(self, *, dsn: str | None = None, schema: str | None = None) -> None:
         """``pgtaskq --dsn ... worker``: an explicit DSN wins over the settings."""
         super().reconfigure(dsn=dsn, schema=schema)

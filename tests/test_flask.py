@@ -161,6 +161,11 @@ def test_flask_cli_commands(make_app, tq):
     result = runner.invoke(args=["pgtaskq", "worker", "some.module:tq"])
     assert result.exit_code != 0 and "drop the APP argument" in result.output
 
+    result = runner.invoke(args=["pgtaskq", "worker", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage: flask pgtaskq worker [OPTIONS]\n" in result.output
+    assert "APP" not in result.output and "--concurrency" in result.output
+
 
 @pytest.fixture
 def session_app(make_app, pgtaskq_dsn):
@@ -217,3 +222,20 @@ def test_conn_none_commits_on_pgtaskqs_pool_and_committed_jobs_are_not_warned_ab
     assert tq.get_job(own).args == [2]
     assert tq.get_job(committed).args == [3]
     assert [r for r in caplog.records if r.name == "pgtaskq.flask"] == []
+
+
+def test_the_dsn_comes_from_sqlalchemys_url_when_none_is_set(tq, pgtaskq_dsn, monkeypatch):
+    """One database, one setting: Flask-SQLAlchemy's URL names the driver, pgtaskq's DSN
+    must not (libpq cannot parse 'postgresql+psycopg2://')."""
+    monkeypatch.delenv("PGTASKQ_DSN", raising=False)
+    app = Flask("sqlalchemy_url_app")
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI="postgresql+psycopg2://" + pgtaskq_dsn.split("://", 1)[1],
+        PGTASKQ_SCHEMA=tq.schema, PGTASKQ_POOL_MAX_SIZE=2)
+    pgtq = PgTaskQ(app)
+    try:
+        assert pgtq.dsn == pgtaskq_dsn
+        job_id = pgtq.enqueue("welcome", args=[1])
+        assert tq.get_job(job_id).args == [1]
+    finally:
+        pgtq.close()

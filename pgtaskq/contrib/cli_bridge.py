@@ -9,6 +9,7 @@ each job.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,8 +26,6 @@ def run_cli(
     Click's user errors are raised as ``click.ClickException`` (callers turn them into
     their framework's error type) instead of exiting the process.
     """
-    from pgtaskq.cli import cli
-
     args = list(argv)
     position = _command_position(args)
     if position is not None and args[position] == "worker":
@@ -37,15 +36,42 @@ def run_cli(
             )
         # The worker takes DSN and schema from the framework's queue itself (unless the
         # user gave --dsn/--schema here, which pgtaskq's worker applies to it).
-        args = [*args[:position], "worker", worker_app, *rest]
     else:
         args = ["--dsn", queue.dsn, "--schema", queue.schema, *args]
-    result: Any = cli.main(
+    result: Any = framework_cli(worker_app).main(
         args=args,
         prog_name=prog_name,
         standalone_mode=False,
     )
     return result if isinstance(result, int) else 0
+
+
+def framework_cli(worker_app: str) -> click.Group:
+    """pgtaskq's group whose ``worker`` has no APP argument: it serves ``worker_app``.
+
+    ``manage.py pgtaskq worker --help`` showed pgtaskq's ``worker APP`` usage, an argument
+    the framework command refuses. The copy keeps every option of the real command and
+    calls it with ``app=worker_app``.
+    """
+    from pgtaskq.cli import cli
+
+    worker = cli.commands["worker"]
+
+    def run_worker(**options: Any) -> Any:
+        assert worker.callback is not None
+        return worker.callback(app=worker_app, **options)
+
+    framework_worker = click.Command(
+        "worker",
+        params=[param for param in worker.params if param.name != "app"],
+        callback=run_worker,
+        help="Run this project's jobs until SIGTERM/SIGINT. Its tasks come from the "
+             "framework's settings (every app's tasks module, or the app's PgTaskQ).",
+        context_settings=worker.context_settings,
+    )
+    group = copy.copy(cli)
+    group.commands = {**cli.commands, "worker": framework_worker}
+    return group
 
 
 _GLOBAL_OPTIONS_WITH_VALUE = ("--dsn", "--schema")

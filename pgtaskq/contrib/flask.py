@@ -14,7 +14,8 @@ import time, before any app exists, as with any Flask extension)::
         pgtq.init_app(app)
         return app
 
-Config keys: ``PGTASKQ_DSN`` (default ``$PGTASKQ_DSN``), ``PGTASKQ_SCHEMA`` (default
+Config keys: ``PGTASKQ_DSN`` (default ``$PGTASKQ_DSN``, else Flask-SQLAlchemy's
+``SQLALCHEMY_DATABASE_URI`` when it names a PostgreSQL database), ``PGTASKQ_SCHEMA`` (default
 ``$PGTASKQ_SCHEMA`` or ``pgtaskq``), ``PGTASKQ_DEFAULT_QUEUE``, ``PGTASKQ_MAX_ATTEMPTS``,
 ``PGTASKQ_POOL_MAX_SIZE``.
 
@@ -31,6 +32,7 @@ configuration; the worker runs every job inside an application context of the ap
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -93,7 +95,7 @@ class PgTaskQ(TaskQueue):
         self.close()
         TaskQueue.__init__(
             self,
-            dsn=config.get("PGTASKQ_DSN"),
+            dsn=config.get("PGTASKQ_DSN") or _dsn_of_sqlalchemy(config),
             schema=config.get("PGTASKQ_SCHEMA"),
             default_queue=config.get("PGTASKQ_DEFAULT_QUEUE", defaults.QUEUE),
             default_max_attempts=config.get("PGTASKQ_MAX_ATTEMPTS", defaults.MAX_ATTEMPTS),
@@ -181,6 +183,26 @@ class PgTaskQ(TaskQueue):
                 "transaction with .using(conn=None)",
                 request.method, request.path, ", ".join(str(i) for i in lost),
             )
+
+
+def _dsn_of_sqlalchemy(config: Any) -> str | None:
+    """The libpq DSN of Flask-SQLAlchemy's ``SQLALCHEMY_DATABASE_URI``, when it is a
+    PostgreSQL URL and ``$PGTASKQ_DSN`` is not set: one database, one setting.
+
+    ``postgresql+psycopg2://u@h/db`` names the driver, which libpq does not parse; the
+    rest of the URL is libpq's own form.
+    """
+    if os.environ.get("PGTASKQ_DSN"):
+        return None
+    url = config.get("SQLALCHEMY_DATABASE_URI")
+    if not isinstance(url, str):  # unset, or a sqlalchemy URL object: str() hides the password
+        url = getattr(url, "render_as_string", lambda **kw: None)(hide_password=False)
+    if not url:
+        return None
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.split("+", 1)[0] not in ("postgresql", "postgres"):
+        return None
+    return f"postgresql://{rest}"
 
 
 def _in_transaction(conn: Any) -> bool:

@@ -4,9 +4,12 @@
 
     TASKS = {"default": {
         "BACKEND": "pgtaskq.contrib.django.PgtaskqBackend",
-        "QUEUES": ["default", "emails"],          # optional: allowed queue names
+        "QUEUES": ["default", "emails"],          # queue names tasks may use (below)
         "OPTIONS": {"MAX_ATTEMPTS": 5, "TIMEOUT": 600},
     }}
+
+``QUEUES`` is Django's rule, not pgtaskq's: left out, only ``"default"`` is allowed (a
+task with ``queue_name="emails"`` is refused at definition); ``[]`` allows every name.
 
 Each django.tasks task becomes a pgtaskq task named after its ``module_path``, registered
 on the project's queue when the task object is created (``task_class`` below). The worker
@@ -82,6 +85,27 @@ class PgtaskqBackend(BaseTaskBackend):
         self.timeout: float | None = options.check_timeout(opts.get("TIMEOUT"))
 
     # -- tasks --------------------------------------------------------------------------
+
+    def check(self, **kwargs: Any) -> list[Any]:
+        """``manage.py check``: the backend works only with pgtaskq's app installed.
+
+        Without ``"pgtaskq.contrib.django"`` in ``INSTALLED_APPS``, ``migrate`` installs
+        no schema and there is no ``manage.py pgtaskq``: the first enqueue would fail
+        with a message about a missing schema, far from the cause.
+        """
+        from django.apps import apps
+        from django.core import checks
+
+        messages = list(super().check(**kwargs))
+        if not apps.is_installed("pgtaskq.contrib.django"):
+            messages.append(checks.Error(
+                f"TASKS[{self.alias!r}] uses pgtaskq, but 'pgtaskq.contrib.django' is not "
+                "in INSTALLED_APPS",
+                hint="add it: 'migrate' then installs and upgrades pgtaskq's schema, and "
+                     "'manage.py pgtaskq' runs the worker",
+                obj=f"TASKS[{self.alias!r}]", id="pgtaskq.E002",
+            ))
+        return messages
 
     def validate_task(self, task: Task) -> None:
         super().validate_task(task)

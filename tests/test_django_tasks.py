@@ -227,6 +227,13 @@ def test_management_command_mirrors_the_cli(tasks, django_tq, tq, capsys):
     with pytest.raises(CommandError, match="no job with id 999999999"):
         call_command("pgtaskq", "show", "999999999")
 
+    from pgtaskq.contrib.cli_bridge import run_cli
+
+    assert run_cli(django_tq, ["worker", "--help"], prog_name="manage.py pgtaskq",
+                   worker_app="pgtaskq.contrib.django.runner:tq") == 0
+    shown = capsys.readouterr().out
+    assert "Usage: manage.py pgtaskq worker [OPTIONS]\n" in shown and "APP" not in shown
+
 
 @pytest.mark.parametrize(
     ("text", "path"),
@@ -305,3 +312,29 @@ def test_immediate_backend_recipe_runs_tasks_at_enqueue(tasks, django_tq, tq):
         result = tasks.prioritized.enqueue()  # queue "reports"
         assert (result.status, result.return_value) == (TaskResultStatus.SUCCESSFUL, "ok")
     assert tq.list_jobs() == []
+
+
+def test_django_6_runs_on_its_built_in_django_tasks():
+    """CI runs these tests on Django 5.2 with the backport and on Django 6 (make
+    test-django6): on Django 6 the backend must be the built-in framework's."""
+    import django
+
+    from pgtaskq.contrib.django._compat import FRAMEWORK
+
+    expected = "django.tasks" if django.VERSION >= (6,) else "django_tasks"
+    assert expected == FRAMEWORK
+
+
+def test_check_reports_the_backend_without_pgtaskqs_app(tasks, django_tq):
+    """Without the app, migrate installs nothing and the first enqueue fails far from
+    the cause: manage.py check says so."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    backend = task_backends["default"]
+    assert [m.id for m in backend.check()] == []
+    apps_without = [a for a in settings.INSTALLED_APPS if a != "pgtaskq.contrib.django"]
+    with override_settings(INSTALLED_APPS=apps_without):
+        messages = backend.check()
+    assert [m.id for m in messages] == ["pgtaskq.E002"]
+    assert "INSTALLED_APPS" in messages[0].msg

@@ -45,6 +45,7 @@ from pgtaskq._version import __version__
 from pgtaskq.completer import Completer, Outcome
 from pgtaskq.context import JobContext
 from pgtaskq.errors import ConfigurationError, first_line
+from pgtaskq.exit_rules import ExitRules
 from pgtaskq.heartbeat import Heartbeat
 from pgtaskq.held import HeldJob, HeldJobs
 from pgtaskq.listener import Events, Listener
@@ -147,6 +148,9 @@ class Worker:
         keep_succeeded: float = defaults.KEEP_SUCCEEDED,
         keep_failed: float = defaults.KEEP_FAILED,
         prune_interval: float = defaults.PRUNE_INTERVAL,
+        burst: bool = False,
+        max_jobs: int | None = None,
+        max_memory: float | None = None,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
@@ -182,6 +186,14 @@ class Worker:
         self.keep_succeeded = _positive("keep_succeeded", keep_succeeded)
         self.keep_failed = _positive("keep_failed", keep_failed)
         self.prune_interval = _positive("prune_interval", prune_interval)
+        if max_jobs is not None and (
+                isinstance(max_jobs, bool) or not isinstance(max_jobs, int) or max_jobs < 1):
+            raise ConfigurationError(f"max_jobs must be an int >= 1 or None, got {max_jobs!r}")
+        self.exit_rules = ExitRules(
+            burst=bool(burst), max_jobs=max_jobs,
+            max_memory_mib=None if max_memory is None else _positive("max_memory", max_memory),
+        )
+        """``burst``, ``max_jobs``, ``max_memory`` (MiB): stop by itself (pgtaskq.exit_rules)."""
         self.worker_id: int | None = None
 
         self._stop_requested = threading.Event()
@@ -463,6 +475,8 @@ class Worker:
                 self._claim()
                 next_poll = time.monotonic() + self.poll_interval
                 claim_now = False
+            if self.exit_rules.active and self._should_exit():
+                break
             # Jobs that finished during the claim may already have freed enough capacity
             # for the next one: then do not sleep (their wake-up may have been coalesced).
             # (Not while a failed claim backs off: _timeout() waits for that.)
@@ -492,6 +506,21 @@ class Worker:
                 with self._lock:
                     self._backlog = True
             claim_now = room and (work_signalled or self._refill_due())
+            if self.exit_rules.needs_idle_claim(self._held_count()):
+                claim_now = True
+
+    def _held_count(self) -> int:
+        with self._lock:
+            return self._outstanding
+
+    def _should_exit(self) -> bool:
+        """An exit rule holds: stop gracefully, as on SIGTERM (exit status 0)."""
+        reason = self.exit_rules.reason_to_stop(self._held_count())
+        if reason is None:
+            return False
+        log.info("worker %s stopping by itself (%s)", self.worker_id, reason)
+        self._stop_requested.set()
+        return True
 
     def _refill_due(self) -> bool:
         """The last claim came back full and enough capacity is free to lease again."""
@@ -542,9 +571,10 @@ class Worker:
             return self.capacity - self._outstanding
 
     def _claim(self) -> None:
-        limit = self._room()
+        limit = self.exit_rules.cap(self._room())
         if limit <= 0:
             return
+        held_before = self._held_count()
         params = {"worker_id": self.worker_id, "tasks": self._task_names, "limit": limit,
                   "lease": self.lease, "queues": self.queues, "claimers": self.claimers}
         try:
@@ -568,6 +598,7 @@ class Worker:
         with self._lock:
             self._outstanding += len(rows)
             self._backlog = len(rows) == limit
+        self.exit_rules.claimed(len(rows), held_before)
         self._claimed_since_vacuum += len(rows)
         if self._claimed_since_vacuum >= VACUUM_AFTER_CLAIMS:
             self._vacuum_jobs()
@@ -687,6 +718,9 @@ class Worker:
                     and self.capacity - self._outstanding >= self.refill_at)
             if wake:
                 self._wake_sent = True
+            held_now = self._outstanding
+        if self.exit_rules.active and self.exit_rules.finished(held_now):
+            wake = True
         if wake and self._listener is not None:
             self._listener.wake()
 

@@ -239,3 +239,18 @@ def test_the_dsn_comes_from_sqlalchemys_url_when_none_is_set(tq, pgtaskq_dsn, mo
         assert tq.get_job(job_id).args == [1]
     finally:
         pgtq.close()
+
+
+def test_flask_pgtaskq_worker_burst_drains_and_returns(make_app, tq):
+    pgtq = PgTaskQ()
+    app = make_app(pgtq)
+
+    @pgtq.task(name="flask_burst")
+    def flask_burst(x):
+        return current_app.name, x
+
+    ids = [flask_burst.enqueue(n) for n in range(3)]
+    result = app.test_cli_runner().invoke(
+        args=["pgtaskq", "worker", "--burst", "--poll-interval", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert [tq.get_job(i).result for i in ids] == [[app.name, n] for n in range(3)]

@@ -85,6 +85,14 @@ def load_app(app: str) -> TaskQueue:
               show_default="1d", help="Keep succeeded jobs' history this long (90s, 3h, 2d).")
 @click.option("--keep-failed", type=DURATION, default=defaults.KEEP_FAILED,
               show_default="7d", help="Keep failed and cancelled jobs' history this long.")
+@click.option("--burst", is_flag=True,
+              help="Run the jobs that are due, then exit 0 (CI, cron, one-off drains).")
+@click.option("--max-jobs", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Exit 0 after N jobs, to be restarted by the supervisor.")
+@click.option("--max-memory", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="MB", help="Exit 0 once resident memory passes MB MiB (leaky tasks).")
+@click.option("--reload", is_flag=True,
+              help="Restart when a loaded source file changes (development).")
 @click.option("--log-level", default=None, show_default="INFO, or the application's",
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Level of pgtaskq's loggers (per-job lines are DEBUG).")
@@ -101,8 +109,9 @@ def worker_command(ctx: click.Context, cli_context: CliContext, app: str, concur
                    listen_dsn: str | None, grace: float, lease: float, claimers: int,
                    heartbeat_interval: float, rescue_interval: float, prefetch: int | None,
                    backoff_base: float, backoff_cap: float, keep_succeeded: float,
-                   keep_failed: float, log_level: str | None, log_format: str,
-                   configure_logging: bool | None) -> None:
+                   keep_failed: float, burst: bool, max_jobs: int | None,
+                   max_memory: float | None, reload: bool, log_level: str | None,
+                   log_format: str, configure_logging: bool | None) -> None:
     """Run jobs of the TaskQueue APP (module:attribute) until SIGTERM/SIGINT."""
     from pgtaskq.worker import Worker
 
@@ -127,5 +136,18 @@ def worker_command(ctx: click.Context, cli_context: CliContext, app: str, concur
         rescue_interval=rescue_interval, prefetch=prefetch,
         backoff_base=backoff_base, backoff_cap=backoff_cap,
         keep_succeeded=keep_succeeded, keep_failed=keep_failed,
+        burst=burst, max_jobs=max_jobs, max_memory=max_memory,
     )
-    worker.run()
+    if not reload:
+        worker.run()
+        return
+    from pgtaskq import reloader
+
+    watcher = reloader.CodeWatcher(on_change=worker.stop)
+    watcher.start()
+    try:
+        worker.run()
+    finally:
+        watcher.stop()
+    if watcher.changed is not None:
+        reloader.restart_process(watcher.changed)

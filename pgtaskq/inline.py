@@ -84,7 +84,7 @@ def _register(tq: TaskQueue, db: Any, queues: list[str] | None) -> int:
 
 def _drain(tq: TaskQueue, db: Any, worker_id: int, queues: list[str] | None,
            max_jobs: int) -> list[int]:
-    slot = Slots(1, _resolver(tq), tq.job_middlewares, lambda job, outcome: None)
+    slot = Slots(1, _resolver(tq), tq.job_middlewares, lambda job, outcome: None, tq.job_hooks)
     claim = render(tq.schema, worker_sql.CLAIM)
     complete = render(tq.schema, worker_sql.COMPLETE)
     ran: list[int] = []

@@ -25,6 +25,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pgtaskq import dbapi, defaults, embedded, options
 from pgtaskq import schema as schema_admin
 from pgtaskq.context import JobContext
+from pgtaskq.declared import DeclaredOptions
 from pgtaskq.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
@@ -116,6 +117,8 @@ class TaskQueue:
         self._liveness = LivenessCheck()
         self._prepared: dict[str, PreparedStatement] = {}
         self._conninfo: str | None = None
+        self.declared_options = DeclaredOptions()
+        """Options of tasks this process does not register, as their workers publish them."""
 
     def __repr__(self) -> str:
         return f"<TaskQueue schema={self.schema} tasks={len(self.tasks)}>"
@@ -468,15 +471,19 @@ class TaskQueue:
     # -- enqueue ------------------------------------------------------------------------
 
     def _task_defaults(self, task_name: str) -> tuple[str, int, int]:
-        """(queue, priority, max_attempts) of a task; the queue's defaults if it is unknown.
+        """(queue, priority, max_attempts) of a task: as registered here, else as the
+        workers that run it declare it (``pgtaskq.declared``), else the queue's defaults.
 
         Both sources were validated when they were set, so they are not checked again.
         """
         options.check_task_name(task_name)
         task = self.tasks.get(task_name)
-        if task is None:
-            return self.default_queue, defaults.PRIORITY, self.default_max_attempts
-        return task.queue, task.priority, task.max_attempts
+        if task is not None:
+            return task.queue, task.priority, task.max_attempts
+        declared = self.declared_options.get(self, task_name)
+        if declared is not None:
+            return declared
+        return self.default_queue, defaults.PRIORITY, self.default_max_attempts
 
     def _job_params(
         self,

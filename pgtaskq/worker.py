@@ -305,6 +305,7 @@ class Worker:
             }).fetchone()
         assert row is not None
         self.worker_id = worker_id = int(row[0])
+        self._publish_tasks()
         self._held = HeldJobs()
         self._completer = Completer(
             self._pool, schema, worker_id, self._held,
@@ -350,6 +351,18 @@ class Worker:
             finally:
                 self._restore_signal_handlers(previous_handlers)
                 self._listener.close()
+
+    def _publish_tasks(self) -> None:
+        """Publish this worker's tasks and their declared options (``worker_tasks``), so
+        that enqueue by name from a process without the task uses them."""
+        tasks = [self.tq.tasks[name] for name in self._task_names]
+        with self._pool.connection(timeout=30) as conn:
+            conn.execute(render(self.tq.schema, worker_sql.PUBLISH_TASKS), {
+                "worker_id": self.worker_id, "tasks": [t.name for t in tasks],
+                "queues": [t.queue for t in tasks], "priorities": [t.priority for t in tasks],
+                "max_attempts": [t.max_attempts for t in tasks],
+                "timeouts": [t.timeout for t in tasks],
+            })
 
     def _make_timers(self) -> list[LoopTimer]:
         """Timers the main loop serves: the cron scheduler, when the app has schedules."""

@@ -224,3 +224,14 @@ SELECT id FROM {schema}.job_history WHERE id = ANY(%(ids)s::bigint[])
 """
 """Which of these job ids another transaction can see: those committed (the Flask
 extension asks at the end of a request whose transaction is still open)."""
+
+DECLARED_OPTIONS = """
+SELECT t.queue, t.priority, t.max_attempts
+FROM {schema}.worker_tasks AS t JOIN {schema}.workers AS w ON w.id = t.worker_id
+WHERE t.task = %(task)s
+ORDER BY w.stopped_at IS NULL DESC, w.last_heartbeat_at DESC NULLS LAST, w.id DESC
+LIMIT 1
+"""
+"""The options a task declares, as the most recently seen worker that runs it published
+them (a live worker's before a stopped one's). Enqueue by name uses them for a task the
+producer does not know (``pgtaskq.declared``)."""

@@ -401,7 +401,26 @@ the enqueue, claim and acknowledgement statements every queue runs stay as they 
 pruner deletes the rows of jobs that have left ``jobs``.
 """
 
-MIGRATIONS: list[str] = [V1, V2, V3, V4]
+V5 = """
+CREATE TABLE {schema}.worker_tasks (
+    worker_id bigint NOT NULL REFERENCES {schema}.workers (id) ON DELETE CASCADE,
+    task text NOT NULL,
+    queue text NOT NULL,
+    priority integer NOT NULL,
+    max_attempts integer NOT NULL,
+    timeout double precision,
+    PRIMARY KEY (task, worker_id)
+);
+CREATE INDEX worker_tasks_worker ON {schema}.worker_tasks (worker_id);
+"""
+"""The registry of the tasks workers run, with what each task declares (queue, priority,
+max_attempts, timeout). A worker publishes its tasks when it starts; rows go with the
+worker's row (``ON DELETE CASCADE``). Enqueue by name reads a task's declared options
+from here when the producer does not register the task (``pgtaskq.declared``), so the
+job lands in the queue its workers serve. Workers of the previous release keep running:
+they only do not publish."""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4, V5]
 """``MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``; the last index + 1 is current."""
 
 LATEST_VERSION = len(MIGRATIONS)
@@ -451,7 +470,12 @@ UNINSTALL_V4 = """
 DROP TABLE IF EXISTS {schema}.job_trace_context;
 """
 
-UNINSTALLS: list[str] = [UNINSTALL_V1, UNINSTALL_V2, UNINSTALL_V3, UNINSTALL_V4]
+UNINSTALL_V5 = """
+DROP TABLE IF EXISTS {schema}.worker_tasks;
+"""
+
+UNINSTALLS: list[str] = [UNINSTALL_V1, UNINSTALL_V2, UNINSTALL_V3, UNINSTALL_V4,
+                          UNINSTALL_V5]
 """``UNINSTALLS[i]`` drops what ``MIGRATIONS[i]`` created. Uninstall runs those of the
 versions the install record holds, newest first, and nothing else: a schema where pgtaskq
 was never installed keeps its tables, even ones named ``jobs``."""

@@ -398,6 +398,15 @@ RETURNING id
 """``heartbeat_interval`` lets ``stats`` and ``check`` tell a lost worker from one that
 simply beats slowly (``--heartbeat-interval 30``)."""
 
+PUBLISH_TASKS = """
+INSERT INTO {schema}.worker_tasks (worker_id, task, queue, priority, max_attempts, timeout)
+SELECT %(worker_id)s, * FROM unnest(%(tasks)s::text[], %(queues)s::text[],
+                                     %(priorities)s::integer[], %(max_attempts)s::integer[],
+                                     %(timeouts)s::double precision[])
+ON CONFLICT (task, worker_id) DO NOTHING
+"""
+"""A starting worker's tasks, with what each declares (enqueue by name reads them)."""
+
 WORKER_STOPPED = """
 UPDATE {schema}.workers SET stopped_at = now(), busy_slots = 0, last_heartbeat_at = now()
 WHERE id = %(worker_id)s

@@ -37,7 +37,7 @@ test: $(STAMP)
 DJANGO6_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3 \
 	$(HOME)/.pyenv/versions/3.12*/bin/python3) $(shell command -v python3.13 python3.12 2>/dev/null))
 DJANGO6_VENV ?= .venv-django6
-DJANGO_TESTS := tests/test_django_tasks.py tests/test_django_migrations.py tests/test_django_example.py
+DJANGO_TESTS := $(wildcard tests/test_django_*.py)
 
 $(DJANGO6_VENV)/.installed: setup.cfg pyproject.toml
 	$(DJANGO6_PYTHON) -m venv $(DJANGO6_VENV)

@@ -24,9 +24,9 @@ Layout (why it looks like this, see DESIGN.md):
 
 Never edit a released migration; append a new one. ``MIGRATIONS[i]`` brings the schema from
 version ``i`` to ``i + 1``. Each version also needs its Django migration, a four-line file
-``pgtaskq/contrib/django/migrations/NNNN_schema_vN.py`` (copy the last one, change the
-number; ``tests/test_django_migrations.py`` fails without it): Django projects upgrade
-the schema with ``manage.py migrate``.
+``pgtaskq/contrib/django/migrations/NNNN_schema_vV.py`` (copy the last one; NNNN the next
+free migration number, V the version; ``tests/test_django_migrations.py`` fails without
+it): Django projects upgrade the schema with ``manage.py migrate``.
 """
 
 from __future__ import annotations

@@ -5,17 +5,18 @@ models. Django's deploy routine is ``migrate`` then restart: if ``migrate`` only
 the schema once, a package upgrade that brings a new schema version would leave it old, the
 new workers would refuse to start, and web processes would go on enqueueing. So every
 schema version has a migration file in ``pgtaskq/contrib/django/migrations``, named
-``NNNN_schema_vN.py`` (version 1's is ``0001_install_schema.py``) and containing only::
+``NNNN_schema_vV.py`` (NNNN the next free migration number, V the schema version; version
+1's is ``0001_install_schema.py``) and containing only::
 
     from pgtaskq.contrib.django.schema_migration import SchemaMigration
 
 
     class Migration(SchemaMigration):
-        version = N
+        version = V
 
-Its dependency (the previous file) and its operation (bring the schema to version N, under
-pgtaskq's advisory lock, idempotent) are derived here. ``tests/test_django_migrations.py``
-fails when a schema version has no such file.
+Its dependencies (every migration numbered NNNN - 1) and its operation (bring the schema
+to version V, under pgtaskq's advisory lock, idempotent) are derived here.
+``tests/test_django_migrations.py`` fails when a schema version has no such file.
 """
 
 from __future__ import annotations
@@ -57,16 +58,29 @@ def upgrade_schema_to(version: int) -> migrations.RunPython:
 
 
 class SchemaMigration(migrations.Migration):
-    """A migration that brings pgtaskq's schema to ``version``, after the previous one."""
+    """A migration that brings pgtaskq's schema to ``version``.
+
+    It depends on every migration of the app numbered one below it: the previous schema
+    version's, and any model migration of the same number (the admin's unmanaged models),
+    so the app's migrations stay one chain with one leaf.
+    """
 
     version: int = 0
 
     def __init__(self, name: str, app_label: str) -> None:
-        number = int(name[:4])
-        if self.version != number:
-            raise ValueError(f"migration {name} must set version = {number}")
         super().__init__(name, app_label)
-        previous = [n for n in migration_names() if int(n[:4]) == number - 1]
-        self.dependencies = [(APP_LABEL, previous[0])] if previous else []
+        if self.version != schema_version_of(name):
+            raise ValueError(f"migration {name} must set version = {schema_version_of(name)}")
+        number = int(name[:4])
+        self.dependencies = [(APP_LABEL, other) for other in migration_names()
+                             if int(other[:4]) == number - 1]
         self.initial = number == 1
-        self.operations = [upgrade_schema_to(number)]
+        self.operations = [upgrade_schema_to(self.version)]
+
+
+def schema_version_of(name: str) -> int | None:
+    """The schema version a migration module's name says it ships, if any."""
+    if name == "0001_install_schema":
+        return 1
+    _, sep, tail = name.rpartition("_schema_v")
+    return int(tail) if sep and tail.isdigit() else None

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from worker_helpers import FAST, create_runs_table
 
 from pgtaskq import TaskQueue
+from pgtaskq.claim_plan import explain_claim
 from pgtaskq.cli import cli
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
@@ -87,6 +88,27 @@ def test_pause_keeps_the_claim_order_and_priority(tq: TaskQueue,
         "worker_id": 77, "tasks": ["t"], "limit": 5, "lease": 60, "claimers": 2,
         "queues": None}).fetchall()
     assert [row[0] for row in rows] == [low]
+
+
+def _rows_removed(plan: dict) -> int:
+    here = plan.get("Rows Removed by Filter", 0) * plan.get("Actual Loops", 1)
+    return here + sum(_rows_removed(p) for p in plan.get("Plans", []))
+
+
+def test_claim_never_walks_a_paused_backlog(tq: TaskQueue, db: psycopg.Connection) -> None:
+    """A worker of every queue, with 100,000 jobs of a paused queue ahead of the others
+    in claim order (higher priority), claims the others' jobs without reading those."""
+    db.execute(f'INSERT INTO "{tq.schema}".jobs (queue, task, priority, max_attempts) '
+               "SELECT 'bulk', 't', 5, 1 FROM generate_series(1, 100000)")
+    small = tq.enqueue_many("t", [{"queue": "small"}] * 5)
+    db.execute(f'ANALYZE "{tq.schema}".jobs')
+    tq.pause("bulk")
+    plan = explain_claim(db, tq.schema, tasks=["t"], queues=None, limit=5)
+    assert _rows_removed(plan) < 1000
+    rows = db.execute(render(tq.schema, worker_sql.CLAIM), {
+        "worker_id": 77, "tasks": ["t"], "limit": 5, "lease": 60, "claimers": 2,
+        "queues": None}).fetchall()
+    assert sorted(row[0] for row in rows) == small
 
 
 def test_bad_queue_name_changes_nothing(pgtaskq_dsn: str, tq: TaskQueue) -> None:

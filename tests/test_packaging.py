@@ -54,6 +54,8 @@ def test_the_wheel_installs_the_unit_the_docs_and_the_licence(built):
     shipped = {f"pgtaskq/contrib/django/migrations/{p.name}" for p in migrations.glob("0*.py")}
     assert shipped, "no Django migrations found in the checkout"
     assert shipped <= set(names), sorted(shipped - set(names))
+    for asset in ("dashboard.css", "dashboard.js"):  # the web dashboard needs no CDN
+        assert f"pgtaskq/contrib/dashboard/static/{asset}" in names
 
 
 def test_the_sdist_carries_docs_unit_examples_and_licence(built):

@@ -68,6 +68,8 @@ SCENARIOS: dict[str, tuple[str, Callable[[Context], tuple[Table | None, dict]]]]
     "processes": ("pgtaskq with 1, 2, 4, 8 and 16 worker processes", _worker("processes")),
     "scale": ("pgtaskq: drain rate at 10k vs 1M queued, worker RSS over 1M jobs",
               _worker("scale")),
+    "unrunnable": ("pgtaskq: drain behind 200k unknown-task or 1M deferred higher-priority "
+                   "jobs vs none", _module("benchmarks.bench_parking", "scenario_unrunnable")),
     "bloat": ("pgtaskq: table/index size and dead tuples under steady load",
               _module("benchmarks.bench_soak", "scenario_bloat")),
     "chaos": ("pgtaskq: steady load while workers are SIGKILLed and PostgreSQL restarts",

@@ -18,6 +18,7 @@ import psycopg
 
 from pgtaskq import defaults
 from pgtaskq.duration import format_age
+from pgtaskq.sql import registry as registry_sql
 from pgtaskq.sql import render
 from pgtaskq.sql import stats as stats_sql
 
@@ -104,6 +105,17 @@ def check(conn: psycopg.Connection, schema: str, *, max_age: float, min_workers:
         f"limit {format_age(max_age)}",
         data={"oldest_ready_age_s": oldest, "queue": oldest_queue,
               "by_queue": {q: round(a, 3) for q, a in ages.items()}}))
+
+    # Jobs of tasks no live worker registers are parked, out of the backlog above (a
+    # typo'd task name must not fail the check of a healthy worker for ever): named here.
+    for task, count, oldest_at in run(registry_sql.WAITING_FOR_A_WORKER, {
+            "lost_beats": defaults.WORKER_LOST_AFTER_BEATS,
+            "lost_min": defaults.WORKER_LOST_AFTER_MIN}):
+        findings.append(Finding(
+            "unknown task", False,
+            f"{count:,} jobs of task {task!r} wait: no live worker registers it (oldest "
+            f"due {format_age(max(0.0, (now - oldest_at).total_seconds()))} ago)",
+            failing=False, data={"task": task, "jobs": count}))
 
     tables = run(stats_sql.TABLE_HEALTH, {"schema": schema})
     parts = []

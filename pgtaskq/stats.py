@@ -23,6 +23,7 @@ import psycopg
 
 from pgtaskq import defaults, histogram
 from pgtaskq.sql import queues as queue_sql
+from pgtaskq.sql import registry as registry_sql
 from pgtaskq.sql import render
 from pgtaskq.sql import stats as stats_sql
 
@@ -66,6 +67,8 @@ class Row:
     """Attempts finished per minute over the last hour, oldest first (queue rows only)."""
     paused: bool = False
     """Workers do not claim this queue's jobs (``TaskQueue.pause``)."""
+    no_worker: bool = False
+    """No live worker registers this task: its due jobs wait, parked (task rows only)."""
 
     def percentiles(self, which: str) -> dict[str, float | None]:
         counts = self.wait_histogram if which == "wait" else self.run_histogram
@@ -104,6 +107,8 @@ class Row:
         }
         if self.queue is not None:
             data["paused"] = self.paused
+        if self.task is not None:
+            data["no_worker"] = self.no_worker
         if self.task is None and self.queue is not None:
             data["finished_per_minute"] = list(self.series)
         return data
@@ -162,6 +167,8 @@ class Snapshot:
     elapsed_ms: float
     paused: dict[str, datetime] = field(default_factory=dict)
     """Paused queues and when each was paused."""
+    no_worker: dict[str, int] = field(default_factory=dict)
+    """Tasks no live worker registers -> their due jobs, which wait parked (issue 12)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -177,6 +184,7 @@ class Snapshot:
             "workers": [w.to_json() for w in self.workers],
             "recent_failures": [f.to_json() for f in self.failures],
             "paused_queues": {q: at.isoformat() for q, at in self.paused.items()},
+            "tasks_without_worker": dict(self.no_worker),
         }
 
 
@@ -263,6 +271,10 @@ def collect(conn: psycopg.Connection, schema: str, *, queue: str | None = None,
         queue_rows.setdefault(q, Row(q, None))
     for r in [*tasks, *queue_rows.values()]:
         r.paused = r.queue in paused
+    no_worker = {t: int(count) for t, count, _ in run(registry_sql.WAITING_FOR_A_WORKER, params)
+                 if task is None or t == task}
+    for r in tasks:
+        r.no_worker = r.task in no_worker
     queues = [queue_rows[q] for q in sorted(queue_rows)]
     for r in [*tasks, *queues, total]:
         r.throughput = r.finished_1m / window
@@ -283,7 +295,8 @@ def collect(conn: psycopg.Connection, schema: str, *, queue: str | None = None,
               for f in run(stats_sql.RECENT_FAILURES, params)] if failures > 0 else []
     return Snapshot(at=now, window_1m_seconds=window, estimated=estimated, tasks=tasks,
                     queues=queues, total=total, workers=workers, failures=failed,
-                    elapsed_ms=(time.perf_counter() - began) * 1000, paused=paused)
+                    elapsed_ms=(time.perf_counter() - began) * 1000, paused=paused,
+                    no_worker=no_worker)
 
 
 def _sample_scale(sample: list[tuple[Any, ...]], percent: float, pages: int,

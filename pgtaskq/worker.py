@@ -50,11 +50,13 @@ from pgtaskq.heartbeat import Heartbeat
 from pgtaskq.held import HeldJob, HeldJobs
 from pgtaskq.listener import Events, Listener
 from pgtaskq.options import check_queue
+from pgtaskq.parker import Parker
 from pgtaskq.pool import LivenessCheck, open_pool
 from pgtaskq.pruner import Pruner
 from pgtaskq.rescuer import Rescuer
 from pgtaskq.scheduler import CronScheduler
 from pgtaskq.slots import Slots
+from pgtaskq.sql import registry as registry_sql
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 
@@ -89,6 +91,11 @@ the start, middle and end (every 100,000: 14,653 / 12,117 / 8,189), and the whol
 took half the time. SKIP_LOCKED: a worker never waits for another's, nor for autovacuum."""
 VACUUM_MIN_INTERVAL = 5.0
 """Least seconds between two such VACUUMs by one worker."""
+SLOW_CLAIM = 0.02
+"""A claim slower than this (seconds) asks the parker to look at the head of the ready
+index now: it may be walking jobs no claim can take (``pgtaskq.parker``)."""
+UNPARK_BATCH = 10_000
+"""Parked jobs taken back per statement."""
 HAND_BACK_DELAY = 1.0
 """Jobs still running at the end of the grace period go back with this delay, so no other
 worker starts them while this process's threads may still be inside them."""
@@ -204,6 +211,7 @@ class Worker:
         self._wake_sent = False  # a slot has woken the main loop to refill; not yet served
         self._timed: dict[int, HeldJob] = {}  # held jobs with a timeout (main thread only)
         self._next_deferred: float | None = None  # time.monotonic() when one comes due
+        self._next_unpark: float | None = None  # same, for a parked job of our tasks
         self._last_deferred_lookup = 0.0
         self._claim_failures = 0
         self._claim_not_before = 0.0
@@ -273,6 +281,7 @@ class Worker:
             )
         self._task_names = task_names
         self._claim_statement = render(self.tq.schema, worker_sql.CLAIM)
+        self._next_due_statement = render(self.tq.schema, worker_sql.NEXT_DUE)
         conninfo = self.tq.conninfo
         # The liveness check costs a round trip only for a connection that looks dead or
         # sat idle: psycopg_pool's check_connection sent an empty query before every claim
@@ -319,6 +328,8 @@ class Worker:
             self._pool, schema, worker_id, self._held, interval=self.heartbeat_interval,
             lease=self.lease, busy_slots=lambda: self._slots.busy,
         )
+        self._parker = Parker(self._pool, schema, interval=self.rescue_interval,
+                              vacuum=lambda: self._vacuum_jobs(after_parking=True))
         self._rescuer = Rescuer(self._pool, schema, self.tq.channel,
                                 interval=self.rescue_interval)
         self._pruner = Pruner(self._pool, schema, keep_succeeded=self.keep_succeeded,
@@ -335,6 +346,8 @@ class Worker:
             self._slots.start()
             self._heartbeat.start()
             self._rescuer.start()
+            self._unpark_due()
+            self._parker.start()
             self._pruner.start()
             if listen_conninfo is not None:
                 self._listener.connect()
@@ -406,6 +419,7 @@ class Worker:
                         "will run again when their lease expires")
         self._heartbeat.stop()
         self._rescuer.stop()
+        self._parker.stop()
         self._pruner.stop()
         try:
             with self._pool.connection(timeout=5) as conn:
@@ -588,6 +602,9 @@ class Worker:
         if limit <= 0:
             return
         held_before = self._held_count()
+        if self._next_unpark is not None and time.monotonic() >= self._next_unpark:
+            self._unpark_due()
+        claim_started = time.monotonic()
         params = {"worker_id": self.worker_id, "tasks": self._task_names, "limit": limit,
                   "lease": self.lease, "queues": self.queues, "claimers": self.claimers}
         try:
@@ -607,6 +624,8 @@ class Worker:
             return
         if self._claim_failures:
             log.info("leasing jobs works again")
+        if time.monotonic() - claim_started > SLOW_CLAIM:
+            self._parker.nudge()  # maybe walking jobs it cannot take: park them
         self._claim_failures = 0
         with self._lock:
             self._outstanding += len(rows)
@@ -663,17 +682,20 @@ class Worker:
         with self._lock:
             self._outstanding -= 1
 
-    def _vacuum_jobs(self) -> None:
+    def _vacuum_jobs(self, after_parking: bool = False) -> None:
         """Start ``VACUUM (SKIP_LOCKED)`` of the jobs table in a thread of its own (it may
         take a second on a big table; the main loop never waits for it)."""
         now = time.monotonic()
-        if self._vacuuming.is_set() or now - self._last_vacuum < VACUUM_MIN_INTERVAL:
+        if self._vacuuming.is_set() or (
+                not after_parking and now - self._last_vacuum < VACUUM_MIN_INTERVAL):
             return
         self._claimed_since_vacuum = 0
         self._last_vacuum = now
         self._vacuuming.set()
-        statement = sql.SQL("VACUUM (SKIP_LOCKED) {}.jobs").format(
-            sql.Identifier(self.tq.schema))
+        # After parking, the parked rows' old entries must go, or every claim steps over
+        # them: wait for a running autovacuum (it is cancelled for us) rather than skip.
+        statement = sql.SQL("VACUUM {}{}.jobs").format(
+            sql.SQL("" if after_parking else "(SKIP_LOCKED) "), sql.Identifier(self.tq.schema))
 
         def run() -> None:
             try:
@@ -695,13 +717,32 @@ class Worker:
         self._last_deferred_lookup = now
         try:
             with self._pool.connection(timeout=5) as conn:
-                row = conn.execute(render(self.tq.schema, worker_sql.NEXT_DEFERRED)).fetchone()
+                row = conn.execute(self._next_due_statement,
+                                   {"tasks": self._task_names}).fetchone()
         except Exception as exc:
             log.debug("next deferred job look-up failed: %s", exc)
             return
-        seconds_until: float | None = row[0] if row else None
-        self._next_deferred = (
-            time.monotonic() + max(0.0, seconds_until) if seconds_until is not None else None)
+        deferred, unpark = row if row else (None, None)
+        now = time.monotonic()
+        self._next_unpark = now + max(0.0, unpark) if unpark is not None else None
+        due = [now + max(0.0, s) for s in (deferred, unpark) if s is not None]
+        self._next_deferred = min(due) if due else None
+
+    def _unpark_due(self) -> None:
+        """Put the due parked jobs of this worker's tasks back in the ready indexes (at
+        start: the jobs of a task no worker ran until now; later: parked future jobs)."""
+        self._next_unpark = None
+        try:
+            with self._pool.connection(timeout=5) as conn:
+                while True:
+                    row = conn.execute(render(self.tq.schema, registry_sql.UNPARK), {
+                        "tasks": self._task_names, "limit": UNPARK_BATCH,
+                        "channel": self.tq.channel}).fetchone()
+                    if row is None or row[0] < UNPARK_BATCH:
+                        break
+        except Exception as exc:
+            log.warning("taking back parked jobs failed: %s", first_line(exc))
+            self._next_unpark = time.monotonic() + self.poll_interval
 
     def _note_deferred(self, seconds_until: float) -> None:
         """Called by the completer when it requeued a job (a retry) due in ``seconds_until``

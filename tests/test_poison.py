@@ -113,7 +113,7 @@ def test_outcomes_with_lone_surrogates_are_written_and_do_not_wedge_the_complete
     result_id = tq.enqueue("surrogate_result")
     huge_id = tq.enqueue("huge_error")
     others = [tq.enqueue("plain", args=[n]) for n in range(20)]
-    jobs = wait_until(lambda: finished(tq, error_id, result_id, huge_id, *others), 15,
+    jobs = wait_until(lambda: finished(tq, error_id, result_id, huge_id, *others), 60,
                       what="every outcome written")
     by_id = {job.id: job for job in jobs}
     error_job = by_id[error_id]

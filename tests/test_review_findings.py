@@ -22,6 +22,7 @@ from pgtaskq.claim_plan import explain_claim
 from pgtaskq.completer import Completer, Outcome
 from pgtaskq.held import HeldJobs
 from pgtaskq.pool import LivenessCheck, open_pool
+from pgtaskq.sql import registry as registry_sql
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.testing import wait_until
@@ -423,29 +424,31 @@ def test_next_deferred_lookup_is_bounded_with_many_distinct_priorities(tq, db):
     assert walk is not None and walk["Actual Rows"] <= 300
 
 
-DEFERRED_HIGHER_PRIORITY_REASON = (
-    "design: jobs_ready is (priority DESC, run_at, id) WHERE status = 'queued', so the "
-    "claim's run_at <= now() is no range condition when deferred jobs sit at a higher "
-    "priority than the runnable ones: every claim walks all of them (203 ms per claim "
-    "with 1M jobs at priority 5 due tomorrow and runnable ones at 0). Fix needs a "
-    "schema change: keep future jobs out of jobs_ready (a 'scheduled' status promoted by "
-    "a periodic statement, as River and Oban do, or a partial index that excludes them "
-    "maintained the same way). Claiming one priority at a time (a loose index scan of the "
-    "priorities, then a LATERAL range scan per priority) passes this test, but walking the "
-    "head of the index twice per claim cost 8 worker processes ~35% of their drain rate "
-    "(25,900 -> ~16,000 jobs/s); not adopted. PostgreSQL 18's B-tree skip scan removes "
-    "the walk: the test passes there")
-
-
-def test_claim_does_not_walk_deferred_jobs_of_higher_priority(tq, db, request):
-    if db.info.server_version < 180000:  # no skip scan before PostgreSQL 18
-        request.node.add_marker(pytest.mark.xfail(strict=True,
-                                                  reason=DEFERRED_HIGHER_PRIORITY_REASON))
+def test_claim_does_not_walk_deferred_jobs_of_higher_priority(tq, db):
+    """jobs_ready is (priority DESC, run_at, id): the claim's run_at <= now() is no range
+    condition when deferred jobs sit at a higher priority than the runnable ones, so every
+    claim walked all of them (203 ms per claim with 1M jobs at priority 5 due tomorrow on
+    PostgreSQL 15; a strict xfail there until issue 12). A worker's sweep now parks them
+    out of jobs_ready (pgtaskq.parker); run here as the parker thread runs it."""
     db.execute(f'INSERT INTO "{tq.schema}".jobs (queue, task, max_attempts, priority, run_at) '
                "SELECT 'default', 't', 1, 5, now() + interval '1 day' "
                "FROM generate_series(1, 100000)")
     tq.enqueue_many("t", [{} for _ in range(5)])
-    db.execute(f'ANALYZE "{tq.schema}".jobs')
+    # a live worker registers task "t", so only the deferred jobs are parked
+    (worker_id,) = db.execute(
+        f'INSERT INTO "{tq.schema}".workers (host, pid, concurrency, pgtaskq_version) '
+        "VALUES ('test', 1, 1, 'test') RETURNING id").fetchone()
+    db.execute(f'INSERT INTO "{tq.schema}".worker_tasks '
+               "(worker_id, task, queue, priority, max_attempts) "
+               "VALUES (%s, 't', 'default', 0, 1)", (worker_id,))
+    sweep = render(tq.schema, registry_sql.SWEEP)
+    params = {"window": 1000, "lost_beats": defaults.WORKER_LOST_AFTER_BEATS,
+              "lost_min": defaults.WORKER_LOST_AFTER_MIN}
+    parked = 0
+    while rows := db.execute(sweep, params).fetchall():
+        parked += sum(row[2] for row in rows)
+    assert parked == 100_000
+    db.execute(f'VACUUM (ANALYZE) "{tq.schema}".jobs')  # as the parker asks after parking
     plan = explain_claim(db, tq.schema, tasks=["t"], limit=5)
     scan = _find_node(plan, "Index Scan")
     assert scan["Shared Hit Blocks"] + scan["Shared Read Blocks"] < 50

@@ -78,7 +78,8 @@ def render(snapshot: stats.Snapshot, schema: str) -> str:
     """The dashboard as text."""
     at = snapshot.at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     out = [f"pgtaskq stats: schema {schema}, {at} (read in {snapshot.elapsed_ms:.0f} ms)", ""]
-    table = [_figures(r, r.queue or "", r.task or "") for r in snapshot.tasks]
+    table = [_figures(r, r.queue or "", (r.task or "") + (" (NO WORKER)" if r.no_worker else ""))
+             for r in snapshot.tasks]
     table.append(_figures(snapshot.total, "TOTAL", ""))
     out.append(tabulate(table, HEADERS, disable_numparse=True,
                         colalign=("left", "left") + ("right",) * (len(HEADERS) - 2)))
@@ -88,6 +89,10 @@ def render(snapshot: stats.Snapshot, schema: str) -> str:
         notes.append("~ = estimate from a table sample (jobs table too large to count); "
                      "oldest ready per queue is exact")
     out.extend("  " + note for note in notes)
+    if snapshot.no_worker:
+        out += ["", "NO WORKER registers task(s) "
+                + ", ".join(f"{t} ({n:,} jobs)" for t, n in snapshot.no_worker.items())
+                + ": their jobs wait, parked, until a worker that knows the task starts"]
     if snapshot.paused:
         out += ["", f"PAUSED queues: {', '.join(snapshot.paused)} (workers do not claim "
                 "their jobs; 'pgtaskq resume QUEUE')"]

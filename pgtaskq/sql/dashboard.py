@@ -30,7 +30,9 @@ JOBS_PAGE_HISTORY = f"SELECT {HISTORY_COLUMNS} FROM {{schema}}.job_history" + _P
 
 RUN_NOW = """
 WITH moved AS (
-    UPDATE {schema}.jobs SET run_at = now()
+    -- parked = false: a deferred job the parker took out of the ready index goes back
+    -- at once (if no live worker registers its task, the parker parks it again)
+    UPDATE {schema}.jobs SET run_at = now(), parked = false
     WHERE id = %(id)s AND status = 'queued' AND run_at > now()
     RETURNING id, queue
 )

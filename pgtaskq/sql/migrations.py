@@ -420,7 +420,42 @@ from here when the producer does not register the task (``pgtaskq.declared``), s
 job lands in the queue its workers serve. Workers of the previous release keep running:
 they only do not publish."""
 
-MIGRATIONS: list[str] = [V1, V2, V3, V4, V5]
+_V3_CLAIM_FUNCTION = V3[V3.index("CREATE OR REPLACE FUNCTION {schema}.claim_jobs("):]
+assert _V3_CLAIM_FUNCTION.count("j.status = 'queued'") == 5
+
+V6 = """
+ALTER TABLE {schema}.jobs ADD COLUMN parked boolean NOT NULL DEFAULT false;
+
+DROP INDEX {schema}.jobs_ready;
+DROP INDEX {schema}.jobs_ready_by_queue;
+CREATE INDEX jobs_ready ON {schema}.jobs (priority DESC, run_at, id)
+    WHERE status = 'queued' AND NOT parked;
+CREATE INDEX jobs_ready_by_queue ON {schema}.jobs (queue, priority DESC, run_at, id)
+    WHERE status = 'queued' AND NOT parked;
+CREATE INDEX jobs_parked ON {schema}.jobs (task, run_at) WHERE parked;
+
+""" + _V3_CLAIM_FUNCTION.replace("j.status = 'queued'", "j.status = 'queued' AND NOT j.parked")
+"""Parked jobs (issue 12): out of the ready indexes, so no claim walks them.
+
+A claim walks ``jobs_ready`` in claim order and skips what it cannot take; with 200,000
+jobs of a task no live worker registers (a typo, a task removed in a deploy, a web tier
+newer than its workers) at a higher priority than the runnable ones, every claim walked
+them all and one worker drained at 0.26x its rate; 1,000,000 jobs due tomorrow at a higher
+priority cost ~60-200 ms per claim on PostgreSQL 15 (no skip scan before 18). Such jobs are
+now *parked*: still ``queued`` for every reader (get_job, jobs, cancel, stats count them),
+but out of ``jobs_ready`` and ``jobs_ready_by_queue``, whose predicate is now
+``status = 'queued' AND NOT parked``. Every reader that walks those indexes says
+``NOT parked`` too; ``claim_jobs`` is version 3's with that condition, nothing else.
+
+Workers park and unpark (``sql/registry.py``, ``pgtaskq.parker``): a periodic sweep parks
+the jobs at the head of the ready index that are not due yet or whose task no live worker
+registers in ``worker_tasks`` (version 5); a worker unparks the due parked jobs of its own
+tasks when it starts and whenever the earliest of them comes due (``jobs_parked`` gives
+both, one probe per task). So a job of an unknown task runs as soon as a worker that
+knows its task starts, and a parked future job runs at its run_at.
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6]
 """``MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``; the last index + 1 is current."""
 
 LATEST_VERSION = len(MIGRATIONS)
@@ -474,8 +509,13 @@ UNINSTALL_V5 = """
 DROP TABLE IF EXISTS {schema}.worker_tasks;
 """
 
+UNINSTALL_V6 = """
+DROP INDEX IF EXISTS {schema}.jobs_parked;
+"""
+"""Version 6's column and other indexes go with ``jobs``; its claim_jobs with UNINSTALL_V2."""
+
 UNINSTALLS: list[str] = [UNINSTALL_V1, UNINSTALL_V2, UNINSTALL_V3, UNINSTALL_V4,
-                          UNINSTALL_V5]
+                         UNINSTALL_V5, UNINSTALL_V6]
 """``UNINSTALLS[i]`` drops what ``MIGRATIONS[i]`` created. Uninstall runs those of the
 versions the install record holds, newest first, and nothing else: a schema where pgtaskq
 was never installed keeps its tables, even ones named ``jobs``."""

@@ -56,25 +56,26 @@ GROUP BY queue, task
 
 OLDEST_READY_BY_QUEUE = """
 WITH RECURSIVE queues AS (
-    (SELECT queue FROM {schema}.jobs WHERE status = 'queued' ORDER BY queue LIMIT 1)
+    (SELECT queue FROM {schema}.jobs WHERE status = 'queued' AND NOT parked ORDER BY queue LIMIT 1)
     UNION ALL
     SELECT (SELECT j.queue FROM {schema}.jobs j
-            WHERE j.status = 'queued' AND j.queue > q.queue ORDER BY j.queue LIMIT 1)
+            WHERE j.status = 'queued' AND NOT j.parked AND j.queue > q.queue
+            ORDER BY j.queue LIMIT 1)
     FROM queues q WHERE q.queue IS NOT NULL
 ), levels AS (
     SELECT q.queue,
-           (SELECT j.priority FROM {schema}.jobs j WHERE j.status = 'queued'
+           (SELECT j.priority FROM {schema}.jobs j WHERE j.status = 'queued' AND NOT j.parked
             AND j.queue = q.queue ORDER BY j.priority DESC LIMIT 1) AS priority
     FROM queues q WHERE q.queue IS NOT NULL
     UNION ALL
     SELECT l.queue,
-           (SELECT j.priority FROM {schema}.jobs j WHERE j.status = 'queued'
+           (SELECT j.priority FROM {schema}.jobs j WHERE j.status = 'queued' AND NOT j.parked
             AND j.queue = l.queue AND j.priority < l.priority
             ORDER BY j.priority DESC LIMIT 1)
     FROM levels l WHERE l.priority IS NOT NULL
 ), heads AS (
     SELECT l.queue,
-           (SELECT j.run_at FROM {schema}.jobs j WHERE j.status = 'queued'
+           (SELECT j.run_at FROM {schema}.jobs j WHERE j.status = 'queued' AND NOT j.parked
             AND j.queue = l.queue AND j.priority = l.priority
             ORDER BY j.run_at LIMIT 1) AS run_at
     FROM levels l WHERE l.priority IS NOT NULL

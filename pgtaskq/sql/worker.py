@@ -15,7 +15,7 @@ is incremented by the claim, so it doubles as the lease's fencing token.
 
 from __future__ import annotations
 
-from pgtaskq.sql import fragments
+from pgtaskq.sql import fragments, registry
 
 CLAIM = """
 SELECT * FROM {schema}.claim_jobs(%(worker_id)s, %(tasks)s::text[], %(queues)s::text[],
@@ -33,16 +33,17 @@ cost more than the statement's own execution)."""
 
 NEXT_DEFERRED = """
 WITH RECURSIVE priorities AS (
-    (SELECT priority, 1 AS depth FROM {schema}.jobs WHERE status = 'queued'
+    (SELECT priority, 1 AS depth FROM {schema}.jobs WHERE status = 'queued' AND NOT parked
      ORDER BY priority DESC LIMIT 1)
     UNION ALL
     SELECT (SELECT j.priority FROM {schema}.jobs j
-            WHERE j.status = 'queued' AND j.priority < p.priority
+            WHERE j.status = 'queued' AND NOT j.parked AND j.priority < p.priority
             ORDER BY j.priority DESC LIMIT 1), p.depth + 1
     FROM priorities p WHERE p.priority IS NOT NULL AND p.depth < 256
 )
 SELECT extract(epoch FROM min((SELECT j.run_at FROM {schema}.jobs j
-            WHERE j.status = 'queued' AND j.priority = p.priority AND j.run_at > now()
+            WHERE j.status = 'queued' AND NOT j.parked AND j.priority = p.priority
+              AND j.run_at > now()
             ORDER BY j.run_at LIMIT 1)) - clock_timestamp())::double precision
 FROM priorities p WHERE p.priority IS NOT NULL
 """
@@ -53,6 +54,12 @@ jobs and needs no index of its own. Only the 256 highest distinct priorities are
 with a million distinct priorities the walk took 6.6 s, at every poll, in the worker's main
 thread. A deferred job below them is still claimed by the next poll (it only does not wake
 the worker early)."""
+
+NEXT_DUE = """
+SELECT (SELECT * FROM (""" + NEXT_DEFERRED + """) AS deferred),
+       (""" + registry.NEXT_UNPARK + """)
+"""
+"""``NEXT_DEFERRED`` and ``registry.NEXT_UNPARK`` (for ``tasks``) in one round trip."""
 
 COMPLETE = """
 WITH outcome AS (

@@ -80,11 +80,17 @@ def enqueue_demo_jobs() -> list[int]:
 
 def start_worker() -> subprocess.Popen[bytes]:
     """Start ``pgtaskq worker pgtaskq.demo:tq`` as a real process."""
-    command = [sys.executable, "-m", "pgtaskq", "--dsn", DSN, "--schema", SCHEMA, "worker",
+    command = [sys.executable, "-m", "pgtaskq", "--schema", SCHEMA, "worker",
                "pgtaskq.demo:tq", "--concurrency", "4", "--backoff-base", "1"]
     print("\n$ pgtaskq worker pgtaskq.demo:tq --concurrency 4   (its log follows)")
     sys.stdout.flush()
-    return subprocess.Popen(command)
+    return subprocess.Popen(command, env=_child_env())
+
+
+def _child_env() -> dict[str, str]:
+    """The DSN goes to child commands in their environment, never on a command line that
+    ``ps`` shows to every user of the machine."""
+    return {**os.environ, "PGTASKQ_DSN": DSN}
 
 
 def wait_until_finished(worker: subprocess.Popen[bytes], ids: list[int],
@@ -112,8 +118,8 @@ def show_stats() -> None:
     """What an operator sees: ``pgtaskq stats``."""
     print("\n$ pgtaskq stats")
     sys.stdout.flush()
-    subprocess.run([sys.executable, "-m", "pgtaskq", "--dsn", DSN, "--schema", SCHEMA,
-                    "stats"], check=False)
+    subprocess.run([sys.executable, "-m", "pgtaskq", "--schema", SCHEMA, "stats"],
+                   check=False, env=_child_env())
 
 
 def main() -> None:
@@ -137,10 +143,12 @@ def main() -> None:
             stop_worker(worker)
     finally:
         tq.close()
+    # With $PGTASKQ_DSN set the commands need no --dsn (and must not show its password).
+    dsn_option = "" if os.environ.get("PGTASKQ_DSN") else f"--dsn {DSN} "
     print(
         "\nTry it yourself, in two terminals:\n"
-        f"  pgtaskq --dsn {DSN} --schema {SCHEMA} worker pgtaskq.demo:tq\n"
-        f"  pgtaskq --dsn {DSN} --schema {SCHEMA} enqueue demo.flaky"
+        f"  pgtaskq {dsn_option}--schema {SCHEMA} worker pgtaskq.demo:tq\n"
+        f"  pgtaskq {dsn_option}--schema {SCHEMA} enqueue demo.flaky"
     )
 
 

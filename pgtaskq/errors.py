@@ -6,14 +6,18 @@ path users import from, not the private module that defines it.
 
 from __future__ import annotations
 
+from pgtaskq.redact import redact
 
-def first_line(exc: BaseException) -> str:
+
+def first_line(exc: BaseException, dsn: str | None = None) -> str:
     """The first line of an exception's message, or its type name when it has none.
 
     libpq messages carry DETAIL/HINT lines; a log line or a CLI error wants only the first.
+    Passwords are masked (``dsn``'s too, when given): libpq may quote a DSN it could not
+    parse, and this line goes to logs and terminals.
     """
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return redact(text.splitlines()[0], dsn) if text else type(exc).__name__
 
 
 class PgtaskqError(Exception):

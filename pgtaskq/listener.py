@@ -91,7 +91,7 @@ class Listener:
             delay = min(RECONNECT_BACKOFF_MAX, 0.2 * 2**self._failures)
             self._next_attempt = time.monotonic() + delay
             log.warning("LISTEN failed (%s); polling, next try in %.1fs",
-                        first_line(exc), delay)
+                        first_line(exc, self._conninfo), delay)
             return False
         if self._failures:
             log.info("LISTEN connection restored")

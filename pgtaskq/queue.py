@@ -163,11 +163,11 @@ class TaskQueue:
                                    **{**self.connection_kwargs(), **kwargs})
         except psycopg.ProgrammingError as exc:
             # libpq could not parse the DSN itself (``missing "=" after ...``).
-            raise ConfigurationError(f"invalid DSN: {first_line(exc)}") from exc
+            raise ConfigurationError(f"invalid DSN: {first_line(exc, self.dsn)}") from None
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailableError(
-                f"cannot connect to PostgreSQL: {first_line(exc)}"
-            ) from exc
+                f"cannot connect to PostgreSQL: {first_line(exc, self.dsn)}"
+            ) from None
 
     def connection_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """Keyword arguments for every ``psycopg.connect`` pgtaskq makes for this queue.

@@ -57,8 +57,9 @@ def load_app(app: str) -> TaskQueue:
               default=defaults.POLL_INTERVAL, show_default=True,
               help="Seconds between polls when no NOTIFY arrives.")
 @click.option("--poll-only", is_flag=True, help="Do not LISTEN (e.g. behind PgBouncer).")
-@click.option("--listen-dsn", metavar="DSN",
-              help="Direct DSN for LISTEN when --dsn goes through a transaction pooler.")
+@click.option("--listen-dsn", metavar="DSN", envvar="PGTASKQ_LISTEN_DSN",
+              help="Direct DSN for LISTEN when --dsn goes through a transaction pooler "
+                   "(default $PGTASKQ_LISTEN_DSN: keeps its password out of `ps`).")
 @click.option("--grace", type=click.FloatRange(min=0), default=defaults.GRACE,
               show_default=True, help="Seconds running jobs get to finish on SIGTERM.")
 @click.option("--lease", type=click.FloatRange(min=0, min_open=True), default=defaults.LEASE,

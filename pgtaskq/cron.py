@@ -184,10 +184,12 @@ def periodic(
         options.check_max_attempts(max_attempts)
     if name is not None:
         options.check_task_name(name)
+        options.check_schedule_name(name)
 
     def register(function: Callable[..., Any]) -> Task:
-        schedule_name = name or (function.name if isinstance(function, Task)
-                                 else f"{function.__module__}.{function.__qualname__}")
+        schedule_name = options.check_schedule_name(
+            name or (function.name if isinstance(function, Task)
+                     else f"{function.__module__}.{function.__qualname__}"))
         if schedule_name in tq.schedules:
             raise ConfigurationError(
                 f"two schedules are named {schedule_name!r} "
@@ -203,7 +205,7 @@ def periodic(
             expression=expression,
             tz=zone,
             task=task.name,
-            queue=queue or task.queue,
+            queue=task.queue if queue is None else queue,
             priority=priority if priority is not None else task.priority,
             max_attempts=max_attempts if max_attempts is not None else task.max_attempts,
             args_json=args_json,

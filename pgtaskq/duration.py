@@ -7,6 +7,7 @@ the same compact form.
 
 from __future__ import annotations
 
+import math
 import re
 
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -31,8 +32,8 @@ def parse(text: str) -> float:
                 f"invalid duration {text!r}: use a number of seconds or units such as "
                 "90s, 15m, 3h, 3d, 1w, 1h30m"
             ) from None
-    if not seconds > 0:
-        raise ValueError(f"invalid duration {text!r}: must be more than 0")
+    if not seconds > 0 or not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {text!r}: must be a finite number more than 0")
     return seconds
 
 

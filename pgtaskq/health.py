@@ -131,11 +131,12 @@ def check(conn: psycopg.Connection, schema: str, *, max_age: float, min_workers:
 
     holders = run(stats_sql.OLDEST_XACT)
     if holders:
-        kind, name, role, state, seconds, xmin_age, query = holders[0]
+        # The holder's SQL text is left out: it is another session's, often with values
+        # in it, and ``check`` output goes to monitoring systems and chat channels.
+        kind, name, role, state, seconds, xmin_age, _query = holders[0]
         text = (f"{kind} {name}" + (f" ({role}, {state})" if role or state else "")
                 + (f" open for {format_age(seconds)}" if seconds is not None else "")
-                + (f", xmin age {xmin_age:,} transactions" if xmin_age is not None else "")
-                + (f": {' '.join(query.split())[:80]}" if query else ""))
+                + (f", xmin age {xmin_age:,} transactions" if xmin_age is not None else ""))
         too_old = max_xact_age is not None and seconds is not None and seconds > max_xact_age
         findings.append(Finding(
             "xmin horizon", not too_old, "oldest open transaction: " + text,

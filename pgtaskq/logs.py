@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 from pgtaskq.context import peek_current
+from pgtaskq.printable import printable
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s%(job_suffix)s"
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -87,10 +88,20 @@ class JsonFormatter(logging.Formatter):
 
 
 class _TextFormatter(logging.Formatter):
+    """One line per record; control characters escaped (``printable``): job errors and
+    names come from whoever enqueued or wrote the task, and a raw escape sequence or
+    newline in them could rewrite an operator's terminal or forge log lines."""
+
     def format(self, record: logging.LogRecord) -> str:
         if not hasattr(record, "job_suffix"):
             record.job_suffix = ""
         return super().format(record)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return printable(super().formatException(ei), multiline=True)
 
 
 def application_configured() -> bool:

@@ -87,7 +87,7 @@ class TaskQueue:
     ) -> None:
         self._dsn = dsn
         self.schema = validate_schema_name(
-            schema or os.environ.get("PGTASKQ_SCHEMA") or defaults.SCHEMA
+            (os.environ.get("PGTASKQ_SCHEMA") or defaults.SCHEMA) if schema is None else schema
         )
         self.channel = channel_name(self.schema)
         self.default_queue = options.check_queue(default_queue)
@@ -388,10 +388,11 @@ class TaskQueue:
             task = Task(
                 self,
                 function,
-                name=name or default_task_name(function),
-                queue=queue or self.default_queue,
+                name=default_task_name(function) if name is None else name,
+                queue=self.default_queue if queue is None else queue,
                 priority=priority,
-                max_attempts=max_attempts or self.default_max_attempts,
+                max_attempts=(self.default_max_attempts if max_attempts is None
+                              else max_attempts),
                 timeout=timeout,
             )
             existing = self.tasks.get(task.name)
@@ -506,7 +507,7 @@ class TaskQueue:
             delay_seconds, run_at = options.check_schedule(delay, run_at)
         return {
             "task": task_name,
-            "queue": options.check_queue(queue) if queue else task_queue,
+            "queue": task_queue if queue is None else options.check_queue(queue),
             "args": args_json,
             "kwargs": kwargs_json,
             "priority": (

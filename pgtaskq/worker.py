@@ -40,7 +40,7 @@ from psycopg import sql
 from psycopg.types.string import TextLoader
 from psycopg_pool import PoolTimeout
 
-from pgtaskq import defaults, embedded, forking, systemd
+from pgtaskq import defaults, embedded, forking, options, systemd
 from pgtaskq._version import __version__
 from pgtaskq.completer import Completer, Outcome
 from pgtaskq.context import JobContext
@@ -125,9 +125,10 @@ class LoopTimer(Protocol):
 
 
 def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    """A finite number > 0 (NaN or infinity would reach a thread's wait() and kill it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigurationError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
+    return options.check_seconds(name, value)
 
 
 class Worker:
@@ -179,7 +180,7 @@ class Worker:
                 f"({lease}s), or every lease would expire between two heartbeats"
             )
         self.rescue_interval = _positive("rescue_interval", rescue_interval)
-        self.grace = float(grace) if grace >= 0 else _positive("grace", grace)
+        self.grace = options.check_seconds("grace", grace, zero_ok=True)
         self.prefetch = prefetch
         """Fixed prefetch, or None: adaptive, up to ``PREFETCH_MAX_PER_SLOT`` per slot."""
         self._avg_run: float | None = None  # moving average of job durations, seconds

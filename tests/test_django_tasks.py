@@ -211,6 +211,16 @@ def test_get_result_of_unknown_ids(tasks, django_tq, tq):
         backend.get_result(str(native))
 
 
+def test_get_result_never_imports_the_module_a_row_names(tasks, django_tq, tq):
+    """The task is looked up in the registry: a row's ``task`` is data, not an import."""
+    import sys
+
+    planted = tq.enqueue("apps.import_marker.anything")
+    with pytest.raises(TaskResultDoesNotExist):
+        task_backends["default"].get_result(str(planted))
+    assert "apps.import_marker" not in sys.modules
+
+
 def test_arguments_must_be_json(tasks, django_tq, tq):
     with pytest.raises(TypeError):
         tasks.add.enqueue(object(), 1)

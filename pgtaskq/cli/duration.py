@@ -1,7 +1,13 @@
-"""A click parameter type for durations (``90s``, ``15m``, ``3h``, ``3d``), in seconds."""
+"""Click parameter types for durations: ``90s``, ``15m``, ``3h``, ``3d``, or seconds.
+
+Both refuse NaN and infinity, which ``float()`` and ``click.FloatRange`` accept from the
+shell (``--poll-interval inf``, ``--watch nan``) and which would then stop a worker's
+thread or spin a watch loop.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import click
@@ -27,3 +33,17 @@ class Duration(click.ParamType):
 
 
 DURATION = Duration()
+
+
+class Seconds(click.FloatRange):
+    """A finite number of seconds within a range (``click.FloatRange`` takes ``inf``)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"must be a finite number of seconds, got {value!r}", param, ctx)
+        return float(seconds)
+

@@ -18,6 +18,7 @@ from tabulate import tabulate
 from pgtaskq.cli.context import one_line, pass_queue, user_errors
 from pgtaskq.errors import PgtaskqError
 from pgtaskq.job import STATUSES, Job
+from pgtaskq.printable import printable, printable_cells
 from pgtaskq.queue import TaskQueue
 
 LIST_COLUMNS = ("id", "status", "task", "queue", "priority", "attempts", "run_at",
@@ -66,7 +67,7 @@ def jobs_table(jobs: list[Job]) -> str:
     """The ``pgtaskq jobs`` table (also used by the demo)."""
     if not jobs:
         return "no jobs"
-    return tabulate([_row(job) for job in jobs], headers=LIST_COLUMNS)
+    return tabulate(printable_cells([_row(job) for job in jobs]), headers=LIST_COLUMNS)
 
 
 def _dump(value: Any) -> str:
@@ -142,9 +143,11 @@ def show_command(tq: TaskQueue, job_id: int, as_json: bool) -> None:
             fields[key] = f"(undecodable JSON, shown raw) {fields[key]}"
         else:
             fields[key] = json.dumps(fields[key])
-    click.echo(tabulate(fields.items(), tablefmt="plain"))
+    rows = [[key, value if isinstance(value, str) else str(value)]
+            for key, value in fields.items()]
+    click.echo(tabulate(printable_cells(rows), tablefmt="plain"))
     if last_error:
-        click.echo("\nlast_error:\n" + last_error.rstrip())
+        click.echo("\nlast_error:\n" + printable(last_error.rstrip(), multiline=True))
 
 
 def _act_on_each(tq: TaskQueue, job_ids: tuple[int, ...], verb: str) -> None:

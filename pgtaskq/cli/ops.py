@@ -20,6 +20,7 @@ from pgtaskq.cli.context import CliContext, one_line, pass_cli, pass_queue
 from pgtaskq.cli.duration import DURATION
 from pgtaskq.duration import format_age
 from pgtaskq.errors import PgtaskqError
+from pgtaskq.printable import printable
 from pgtaskq.queue import TaskQueue
 
 
@@ -53,7 +54,8 @@ def check_command(cli_context: CliContext, max_age: float, min_workers: int,
     else:
         labels = {"ok": "OK", "failed": "FAIL", "warning": "WARN", "info": "INFO"}
         for finding in report.findings:
-            click.echo(f"{labels[finding.status]:<5} {finding.name}: {finding.message}")
+            click.echo(printable(
+                f"{labels[finding.status]:<5} {finding.name}: {finding.message}"))
     raise SystemExit(report.exit_code)
 
 

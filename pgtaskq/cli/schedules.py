@@ -23,6 +23,7 @@ from tabulate import tabulate
 
 from pgtaskq import defaults
 from pgtaskq.cli.context import pass_queue
+from pgtaskq.printable import printable_cells
 from pgtaskq.queue import TaskQueue
 from pgtaskq.sql import cron as cron_sql
 from pgtaskq.sql import render
@@ -101,7 +102,7 @@ def schedules_command(tq: TaskQueue, as_json: bool) -> None:
          row["fires"] or ""]
         for row in rows
     ]
-    click.echo(tabulate(table, headers=COLUMNS, tablefmt="simple"))
+    click.echo(tabulate(printable_cells(table), headers=COLUMNS, tablefmt="simple"))
     if rows[0]["live_workers"] == 0 and any(row["active"] for row in rows):
         click.echo("\nno live worker: no schedule fires until a worker starts (then a missed "
                    "tick runs once, or is skipped with misfire='skip')")

@@ -18,6 +18,7 @@ from datetime import timezone
 
 from pgtaskq import stats
 from pgtaskq.duration import format_age, format_ms
+from pgtaskq.printable import printable
 
 HOME = "\x1b[H"
 CLEAR_LINE = "\x1b[K"
@@ -133,7 +134,9 @@ def render_fitted(snapshot: stats.Snapshot, schema: str, width: int, height: int
         for f in snapshot.failures[: rest - 1]:
             when = f.finished_at.astimezone(timezone.utc).strftime("%H:%M:%S")
             lines.append(f"  {when} job {f.job_id} {f.task}: {f.error}")
-    return "\n".join(_cut(line, width) for line in lines[:height])
+    # printable before cutting: an escape sequence must neither reach the terminal nor
+    # count as one column
+    return "\n".join(_cut(printable(line), width) for line in lines[:height])
 
 
 def frame(text: str) -> str:

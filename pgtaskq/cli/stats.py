@@ -25,9 +25,11 @@ from tabulate import tabulate
 from pgtaskq import stats
 from pgtaskq.cli import screen
 from pgtaskq.cli.context import one_line, pass_queue
+from pgtaskq.cli.duration import Seconds
 from pgtaskq.cli.screen import render_fitted
 from pgtaskq.duration import format_age, format_ms
 from pgtaskq.errors import DatabaseUnavailableError
+from pgtaskq.printable import printable
 from pgtaskq.queue import TaskQueue
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -126,7 +128,7 @@ def render(snapshot: stats.Snapshot, schema: str) -> str:
             ["job", "task", "attempts", "finished", "error"], disable_numparse=True))
     else:
         out.append("  none in the last day")
-    return "\n".join(out)
+    return printable("\n".join(out), multiline=True)
 
 
 def _short(text: str) -> str:
@@ -134,7 +136,7 @@ def _short(text: str) -> str:
 
 
 @click.command("stats")
-@click.option("--watch", "-w", type=click.FloatRange(min=0.1), is_flag=False, flag_value=2.0,
+@click.option("--watch", "-w", type=Seconds(min=0.1), is_flag=False, flag_value=2.0,
               default=None, metavar="[SECONDS]",
               help="Redraw every SECONDS (default 2) until Ctrl-C.")
 @click.option("--json", "as_json", is_flag=True,

@@ -16,7 +16,7 @@ import click
 
 from pgtaskq import defaults, logs
 from pgtaskq.cli.context import CliContext, one_line, pass_cli
-from pgtaskq.cli.duration import DURATION
+from pgtaskq.cli.duration import DURATION, Seconds
 from pgtaskq.queue import TaskQueue
 
 
@@ -53,34 +53,34 @@ def load_app(app: str) -> TaskQueue:
               default=defaults.CONCURRENCY, show_default=True, help="Slot threads.")
 @click.option("-q", "--queue", "queues", multiple=True, metavar="QUEUE",
               help="Serve only this queue (repeatable); default: all queues.")
-@click.option("--poll-interval", type=click.FloatRange(min=0, min_open=True),
+@click.option("--poll-interval", type=Seconds(min=0, min_open=True),
               default=defaults.POLL_INTERVAL, show_default=True,
               help="Seconds between polls when no NOTIFY arrives.")
 @click.option("--poll-only", is_flag=True, help="Do not LISTEN (e.g. behind PgBouncer).")
 @click.option("--listen-dsn", metavar="DSN", envvar="PGTASKQ_LISTEN_DSN",
               help="Direct DSN for LISTEN when --dsn goes through a transaction pooler "
                    "(default $PGTASKQ_LISTEN_DSN: keeps its password out of `ps`).")
-@click.option("--grace", type=click.FloatRange(min=0), default=defaults.GRACE,
+@click.option("--grace", type=Seconds(min=0), default=defaults.GRACE,
               show_default=True, help="Seconds running jobs get to finish on SIGTERM.")
-@click.option("--lease", type=click.FloatRange(min=0, min_open=True), default=defaults.LEASE,
+@click.option("--lease", type=Seconds(min=0, min_open=True), default=defaults.LEASE,
               show_default=True, help="Seconds a lease lasts without a heartbeat.")
 @click.option("--claimers", type=click.IntRange(min=0), default=defaults.CLAIMERS,
               show_default=True,
               help="Workers of the same queues that may lease jobs at the same moment; the "
                    "others wait for a turn (0: no limit). Give all of them the same value.")
-@click.option("--heartbeat-interval", type=click.FloatRange(min=0, min_open=True),
+@click.option("--heartbeat-interval", type=Seconds(min=0, min_open=True),
               default=defaults.HEARTBEAT_INTERVAL, show_default=True)
-@click.option("--rescue-interval", type=click.FloatRange(min=0, min_open=True),
+@click.option("--rescue-interval", type=Seconds(min=0, min_open=True),
               default=defaults.RESCUE_INTERVAL, show_default=True,
               help="Seconds between looks for jobs of dead workers.")
 @click.option("--prefetch", type=click.IntRange(min=0), default=None,
               show_default="adaptive",
               help="Jobs leased beyond the free slots (they wait for a slot). Default: as "
                    "many as start within 50 ms at the recent job duration, up to 32 per slot.")
-@click.option("--backoff-base", type=click.FloatRange(min=0, min_open=True),
+@click.option("--backoff-base", type=Seconds(min=0, min_open=True),
               default=defaults.BACKOFF_BASE, show_default=True,
               help="Seconds before the first automatic retry; doubles per attempt.")
-@click.option("--backoff-cap", type=click.FloatRange(min=0, min_open=True),
+@click.option("--backoff-cap", type=Seconds(min=0, min_open=True),
               default=defaults.BACKOFF_CAP, show_default=True)
 @click.option("--keep-succeeded", type=DURATION, default=defaults.KEEP_SUCCEEDED,
               show_default="1d", help="Keep succeeded jobs' history this long (90s, 3h, 2d).")

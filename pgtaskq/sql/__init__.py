@@ -19,7 +19,7 @@ from psycopg import sql
 
 from pgtaskq.errors import ConfigurationError
 
-SCHEMA_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,49}$")
+SCHEMA_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,49}")
 
 
 def validate_schema_name(name: object) -> str:
@@ -29,7 +29,7 @@ def validate_schema_name(name: object) -> str:
     starting with ``pg_``) so that the derived NOTIFY channel stays a valid identifier and
     nothing needs case-sensitive quoting in operators' psql sessions.
     """
-    if not isinstance(name, str) or not SCHEMA_NAME_RE.match(name) or name.startswith("pg_"):
+    if not isinstance(name, str) or not SCHEMA_NAME_RE.fullmatch(name) or name.startswith("pg_"):
         raise ConfigurationError(
             f"invalid schema name {name!r}: use 1-50 lowercase letters, digits or '_', "
             "starting with a letter or '_' and not with 'pg_'"

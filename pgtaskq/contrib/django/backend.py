@@ -40,6 +40,7 @@ from pgtaskq.contrib.django._compat import (
 )
 from pgtaskq.contrib.django.conf import get_queue
 from pgtaskq.errors import ConfigurationError
+from pgtaskq.printable import printable
 
 BACKEND_OPTIONS = ("MAX_ATTEMPTS", "TIMEOUT")
 
@@ -186,14 +187,15 @@ class PgtaskqBackend(BaseTaskBackend):
         return results.result_from_job(self._task_of(job.task, result_id), job, self.alias)
 
     def _task_of(self, path: str, result_id: str) -> Task:
+        """The registered task of a job. Never ``import_string(path)``: ``path`` comes from
+        the row's ``task`` column, which whoever can enqueue writes, and importing the
+        module it names would run that module's code in this process."""
         task = _tasks.get(path)
-        if task is None:
-            try:
-                task = import_string(path)
-            except ImportError:
-                task = None
         if not isinstance(task, Task):
-            raise TaskResultDoesNotExist(f"{result_id} is not a django.tasks job ({path})")
+            raise TaskResultDoesNotExist(
+                f"{result_id} is not a job of a django.tasks task registered in this "
+                f"process ({printable(path)}); import the module that defines it"
+            )
         return task
 
 

@@ -182,10 +182,17 @@ def check_name(what: str, name: object, max_length: int = MAX_NAME_LENGTH) -> st
     bad = _UNPRINTABLE.search(name)
     if bad:
         raise ConfigurationError(
-            f"{what} {name!r:.80} contains the control or invalid character "
-            f"{bad.group()!r} at position {bad.start()}"
+            f"{what} {name!r:.80} contains {_describe(bad.group())} at position {bad.start()}"
         )
     return name
+
+
+def _describe(char: str) -> str:
+    if char == "\x00":
+        return "the NUL character '\\x00' (PostgreSQL text cannot hold it)"
+    if "\ud800" <= char <= "\udfff":
+        return f"a lone surrogate {char!r} (not valid Unicode)"
+    return f"the control character {char!r}"
 
 
 def check_task_name(name: object) -> str:

@@ -104,7 +104,8 @@ def uninstall(conn: psycopg.Connection, schema: str) -> bool:
             row = conn.execute(render(schema, migrations.CREATED_SCHEMA)).fetchone()
             created_schema = bool(row and row[0])
         for step in reversed(migrations.UNINSTALLS[:version]):
-            conn.execute(render(schema, step))
+            if step.strip():  # a version that created nothing has nothing to drop
+                conn.execute(render(schema, step))
         conn.execute(render(schema, migrations.DROP_VERSION_TABLE))
         if created_schema:
             _drop_schema_if_empty(conn, schema)

@@ -455,7 +455,26 @@ both, one probe per task). So a job of an unknown task runs as soon as a worker 
 knows its task starts, and a parked future job runs at its run_at.
 """
 
-MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6]
+FIXED_SEARCH_PATH = "SET search_path = pg_catalog, {schema}, pg_temp"
+"""The ``search_path`` clause of every function pgtaskq installs: ``pg_catalog`` first, then
+its own schema, ``pg_temp`` last (never before: a temporary object must not shadow ours).
+A later ``CREATE OR REPLACE FUNCTION`` drops a function's settings, so every redefinition
+must carry this clause again (``tests/test_search_path.py`` checks every function)."""
+
+V7 = f"""
+ALTER FUNCTION {{schema}}.histogram_step(integer[], integer) {FIXED_SEARCH_PATH};
+ALTER FUNCTION {{schema}}.backoff(integer, double precision, double precision)
+    {FIXED_SEARCH_PATH};
+ALTER FUNCTION {{schema}}.claim_jobs(bigint, text[], text[], integer, double precision,
+                                    integer) {FIXED_SEARCH_PATH};
+"""
+"""Every installed function runs with a fixed ``search_path``: a role that can create
+objects in a schema on the caller's path (``public`` before PostgreSQL 15) could otherwise
+plant ``public.unnest(text[])``, which beats ``pg_catalog.unnest(anyarray)`` and would run
+as the worker inside every claim. The bodies' built-ins are also qualified (``render``),
+but only this protects the functions of schemas installed before that."""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7]
 """``MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``; the last index + 1 is current."""
 
 LATEST_VERSION = len(MIGRATIONS)
@@ -514,8 +533,10 @@ DROP INDEX IF EXISTS {schema}.jobs_parked;
 """
 """Version 6's column and other indexes go with ``jobs``; its claim_jobs with UNINSTALL_V2."""
 
+UNINSTALL_V7 = ""  # version 7 only changed settings of earlier versions' functions
+
 UNINSTALLS: list[str] = [UNINSTALL_V1, UNINSTALL_V2, UNINSTALL_V3, UNINSTALL_V4,
-                         UNINSTALL_V5, UNINSTALL_V6]
+                         UNINSTALL_V5, UNINSTALL_V6, UNINSTALL_V7]
 """``UNINSTALLS[i]`` drops what ``MIGRATIONS[i]`` created. Uninstall runs those of the
 versions the install record holds, newest first, and nothing else: a schema where pgtaskq
 was never installed keeps its tables, even ones named ``jobs``."""

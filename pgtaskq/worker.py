@@ -48,6 +48,7 @@ from pgtaskq.errors import ConfigurationError, first_line
 from pgtaskq.exit_rules import ExitRules
 from pgtaskq.heartbeat import Heartbeat
 from pgtaskq.held import HeldJob, HeldJobs
+from pgtaskq.hints import NotificationHints
 from pgtaskq.listener import Events, Listener
 from pgtaskq.options import check_queue
 from pgtaskq.parker import Parker
@@ -217,6 +218,7 @@ class Worker:
         self._claim_failures = 0
         self._claim_not_before = 0.0
         self._listener: Listener | None = None
+        self._hints = NotificationHints()
         self._claimed_since_vacuum = 0
         self._last_vacuum = 0.0
         self._vacuuming = threading.Event()  # set while a VACUUM thread runs
@@ -491,6 +493,7 @@ class Worker:
         listener = self._listener
         assert listener is not None
         claim_now = True
+        claim_by_notification = False
         next_poll = time.monotonic() + self.poll_interval
         watchdog = systemd.watchdog_interval()
         next_watchdog = time.monotonic() if watchdog else None
@@ -500,7 +503,8 @@ class Worker:
                 systemd.notify("WATCHDOG=1")
                 next_watchdog = now + watchdog
             if claim_now and now >= self._claim_not_before:
-                self._claim()
+                found = self._claim()
+                self._hints.claimed(time.monotonic(), found, claim_by_notification)
                 next_poll = time.monotonic() + self.poll_interval
                 claim_now = False
             if self.exit_rules.active and self._should_exit():
@@ -522,10 +526,14 @@ class Worker:
                 self._poll_cancel_requests()
                 self._lookup_deferred(force=True)
                 next_poll = now + self.poll_interval
-            work_signalled = (
-                polled or events.reconnected or self._wanted(events)
+            # A notification is a hint (pgtaskq.hints): rate-limited, never proof of work.
+            notified = ((self._wanted(events) and self._hints.notified(now))
+                        or self._hints.pending_claim_due(now))
+            other_reason = (
+                polled or events.reconnected
                 or (self._next_deferred is not None and time.monotonic() >= self._next_deferred)
             )
+            work_signalled = other_reason or notified
             room = self._room() > 0
             if work_signalled and not room:
                 # Full now (capacity can shrink without a full claim: adaptive prefetch,
@@ -533,7 +541,9 @@ class Worker:
                 # room wakes the loop instead of the job waiting for the next poll.
                 with self._lock:
                     self._backlog = True
-            claim_now = room and (work_signalled or self._refill_due())
+            refill = self._refill_due()
+            claim_now = room and (work_signalled or refill)
+            claim_by_notification = claim_now and notified and not (other_reason or refill)
             if self.exit_rules.needs_idle_claim(self._held_count()):
                 claim_now = True
 
@@ -584,6 +594,9 @@ class Worker:
         if self._backlog and self._free() >= self.refill_at > self._room():
             # Waiting for the completer, which does not wake the loop: look again soon.
             deadlines.append(now + self.completer_flush_interval)
+        hinted = self._hints.deadline()
+        if hinted is not None:
+            deadlines.append(hinted)
         reconnect = self._listener.seconds_to_reconnect() if self._listener else None
         if reconnect is not None:
             deadlines.append(now + reconnect)
@@ -598,10 +611,11 @@ class Worker:
         with self._lock:
             return self.capacity - self._outstanding
 
-    def _claim(self) -> None:
+    def _claim(self) -> int:
+        """Lease jobs for the free room; return how many came back."""
         limit = self.exit_rules.cap(self._room())
         if limit <= 0:
-            return
+            return 0
         held_before = self._held_count()
         if self._next_unpark is not None and time.monotonic() >= self._next_unpark:
             self._unpark_due()
@@ -622,7 +636,7 @@ class Worker:
             log.warning("leasing jobs failed (attempt %d, next in %.1fs): %s",
                         self._claim_failures, pause,
                         first_line(exc))
-            return
+            return 0
         if self._claim_failures:
             log.info("leasing jobs works again")
         if time.monotonic() - claim_started > SLOW_CLAIM:
@@ -672,6 +686,7 @@ class Worker:
             # rate-limited look-up runs again.
             self._lookup_deferred(force=self._next_deferred is not None
                                   and self._next_deferred <= time.monotonic())
+        return len(rows)
 
     def _fail_for_good(self, job: HeldJob, error: str) -> None:
         """End a leased job that cannot run here as ``failed``, with no retry: decoding
@@ -780,16 +795,22 @@ class Worker:
             self._listener.wake()
 
     def _apply_cancels(self, events: Events) -> None:
+        """Cancel notifications only name jobs to look up: anyone may NOTIFY (hints.py)."""
+        hinted = set()
         for job_id, worker_id in events.cancels:
-            if worker_id != self.worker_id:
-                continue
-            job = self._held.get(job_id)
-            if job is not None and not job.context.cancel_requested:
-                log.info("job %d (%s): cancel requested", job.id, job.task)
-                job.context.request_cancel()
+            job = self._held.get(job_id) if worker_id == self.worker_id else None
+            if job is not None and not job.finished and not job.context.cancel_requested:
+                hinted.add(job_id)
+        if hinted:
+            self._hints.hint_cancel(hinted)
+        due = self._hints.cancels_to_check(time.monotonic())
+        if due:
+            self._poll_cancel_requests(due)
 
-    def _poll_cancel_requests(self) -> None:
-        running = [job for job in self._held if not job.finished]
+    def _poll_cancel_requests(self, only: set[int] | None = None) -> None:
+        """Ask the database which held jobs really have ``cancel_requested``; cancel those."""
+        running = [job for job in self._held if not job.finished
+                   and (only is None or job.id in only)]
         if not running:
             return
         try:
@@ -800,7 +821,11 @@ class Worker:
         except Exception as exc:
             log.debug("cancel poll failed: %s", exc)
             return
-        self._apply_cancels(Events(cancels=[(row[0], self.worker_id) for row in rows]))
+        for (job_id,) in rows:
+            job = self._held.get(job_id)
+            if job is not None and not job.context.cancel_requested:
+                log.info("job %d (%s): cancel requested", job.id, job.task)
+                job.context.request_cancel()
 
     def _timed_jobs(self) -> list[HeldJob]:
         """Held jobs that have a timeout, forgetting finished ones.

@@ -70,13 +70,18 @@ WITH outcome AS (
     ) AS o(id, attempt, kind, error, result, delay, wait_bucket, run_bucket)
 ), owned AS MATERIALIZED (
     -- a failure or Retry of a job whose cancel was requested ends it 'cancelled' rather
-    -- than queueing it again (the request may have come after the slot's outcome)
+    -- than queueing it again (the request may have come after the slot's outcome); and
+    -- 'cancelled' is recorded only when the row says a cancel was requested: otherwise
+    -- the attempt failed (a worker's view of a cancel is never proof, see hints.py)
     SELECT j.id, j.queue, j.task,
            CASE WHEN o.kind IN ('failed', 'retry', 'discarded') AND j.cancel_requested
-                THEN 'cancelled' ELSE o.kind END AS kind,
-           o.kind IN ('failed', 'retry', 'discarded') AND j.cancel_requested AS overridden,
+                THEN 'cancelled'
+                WHEN o.kind = 'cancelled' AND NOT j.cancel_requested THEN 'failed'
+                ELSE o.kind END AS kind,
+           (o.kind IN ('failed', 'retry', 'discarded') AND j.cancel_requested)
+           OR (o.kind = 'cancelled' AND NOT j.cancel_requested) AS overridden,
            o.error, o.result, o.delay, o.wait_bucket, o.run_bucket,
-           (o.kind IN ('failed', 'retry') AND j.attempts < j.max_attempts
+           (o.kind IN ('failed', 'retry', 'cancelled') AND j.attempts < j.max_attempts
             AND NOT j.cancel_requested) AS again
     FROM outcome o CROSS JOIN LATERAL (
         -- one primary-key probe per outcome, in the batch's order: the completer sorts

@@ -360,6 +360,34 @@ class TaskQueue:
         with self.connect() as conn:
             return schema_admin.uninstall(conn, self.schema)
 
+    def grant(
+        self,
+        *,
+        producer: str | Sequence[str] = (),
+        worker: str | Sequence[str] = (),
+        reader: str | Sequence[str] = (),
+        dry_run: bool = False,
+    ) -> list[str]:
+        """Grant each role what its kind needs (``pgtaskq.grants``); return the statements.
+
+        Run as the schema's owner. ``dry_run`` only returns the statements.
+        """
+        from pgtaskq import grants
+
+        roles = {kind: [names] if isinstance(names, str) else list(names)
+                 for kind, names in (("producer", producer), ("worker", worker),
+                                     ("reader", reader))}
+        with self.connect() as conn:
+            schema_admin.require_installed(conn, self.schema)
+            return grants.grant(conn, self.schema, roles, dry_run=dry_run)
+
+    def check_privileges(self, kind: str) -> None:
+        """Raise ``PgtaskqError`` naming the first privilege of ``kind`` this role lacks."""
+        from pgtaskq import grants
+
+        with self.connect() as conn:
+            grants.require_privileges(conn, self.schema, kind)
+
     def check_installed(self) -> int:
         """Installed version; ``SchemaNotInstalledError`` saying what to run otherwise."""
         with self.connect() as conn:

@@ -48,8 +48,12 @@ def upgrade(conn: psycopg.Connection, schema: str, target: int | None = None) ->
             # Not "CREATE SCHEMA IF NOT EXISTS": that needs CREATE on the database even
             # when the schema exists, which a role owning only a pre-made schema lacks.
             conn.execute(render(schema, migrations.CREATE_SCHEMA))
-        conn.execute(render(schema, migrations.SCHEMA_VERSION_TABLE))
         before = installed_version(conn, schema)
+        if before == 0:
+            # Only when there is no record: CREATE TABLE IF NOT EXISTS checks for CREATE on
+            # the schema first, so an app role running "upgrade" at every boot on a
+            # current schema would fail for lack of a privilege it does not need.
+            conn.execute(render(schema, migrations.SCHEMA_VERSION_TABLE))
         if before > migrations.LATEST_VERSION:
             raise SchemaVersionError(
                 f"schema {schema!r} is at version {before}, newer than this pgtaskq "

@@ -276,6 +276,8 @@ class Worker:
     def run(self) -> None:
         """Run until ``stop()``, SIGTERM or SIGINT; then shut down gracefully."""
         self.tq.check_installed()
+        # A role short of a privilege used to log "ready" and fail every claim for ever.
+        self.tq.check_privileges("worker")
         task_names = sorted(self.tq.tasks)
         if not task_names:
             raise ConfigurationError(

@@ -31,7 +31,12 @@ from pgtaskq.cli.metrics import metrics_command
 from pgtaskq.cli.ops import check_command, purge_command
 from pgtaskq.cli.queues import pause_command, resume_command
 from pgtaskq.cli.schedules import schedules_command
-from pgtaskq.cli.schema import install_command, uninstall_command, upgrade_command
+from pgtaskq.cli.schema import (
+    grant_command,
+    install_command,
+    uninstall_command,
+    upgrade_command,
+)
 from pgtaskq.cli.stats import stats_command
 from pgtaskq.cli.worker import worker_command
 
@@ -58,6 +63,7 @@ def cli(ctx: click.Context, dsn: str | None, schema: str, no_prepare: bool) -> N
 cli.add_command(install_command)
 cli.add_command(upgrade_command)
 cli.add_command(uninstall_command)
+cli.add_command(grant_command)
 cli.add_command(enqueue_command)
 cli.add_command(jobs_command)
 cli.add_command(show_command)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from pgtaskq.cli.context import CliContext, pass_cli
+from pgtaskq.cli.context import CliContext, pass_cli, user_errors
 
 
 def _report(schema: str, before: int, after: int) -> None:
@@ -54,3 +54,27 @@ def uninstall_command(cli_context: CliContext, yes: bool) -> None:
         click.echo(
             f"pgtaskq was not installed in schema {queue.schema!r}: nothing was dropped"
         )
+
+
+@click.command("grant")
+@click.option("--producer", "producers", multiple=True, metavar="ROLE",
+              help="May enqueue: INSERT of the enqueue columns only (repeatable).")
+@click.option("--worker", "workers", multiple=True, metavar="ROLE",
+              help="May run workers: leasing, outcomes, cron, pruning (repeatable).")
+@click.option("--reader", "readers", multiple=True, metavar="ROLE",
+              help="May read: stats, jobs, show, check (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Print the GRANT statements; run nothing.")
+@pass_cli
+def grant_command(cli_context: CliContext, producers: tuple[str, ...],
+                  workers: tuple[str, ...], readers: tuple[str, ...], dry_run: bool) -> None:
+    """Grant roles exactly what producers, workers or readers need (run as the owner)."""
+    if not (producers or workers or readers):
+        raise click.UsageError("name at least one role: --producer, --worker or --reader")
+    queue = cli_context.queue()
+    with user_errors():
+        statements = queue.grant(producer=producers, worker=workers, reader=readers,
+                                 dry_run=dry_run)
+    for statement in statements:
+        click.echo(statement + ";")
+    if not dry_run:
+        click.echo(f"-- {len(statements)} grants applied in schema {queue.schema!r}", err=True)

@@ -262,3 +262,22 @@ def test_output_escapes_control_characters(
     shown = runner.invoke(cli, ["--dsn", pgtaskq_dsn, "--schema", tq.schema,
                                 "show", str(job_id)]).output
     assert "\\x1b]0;owned\\x07" in shown and "second line" in shown
+
+
+def test_worker_log_escapes_control_characters_of_job_errors(
+    tq: TaskQueue, db: psycopg.Connection, worker_process
+) -> None:
+    from worker_helpers import FAST, create_runs_table
+
+    create_runs_table(db, tq.schema)
+    worker = worker_process("apps.basic:tq", "-c", "1", *FAST)
+    worker.wait_ready()
+    job_id = tq.enqueue("fail", args=[f"boom{ESCAPE}\nforged line"], max_attempts=2)
+    from pgtaskq.testing import wait_until
+
+    wait_until(lambda: (job := tq.get_job(job_id)) and job.status == "failed", 30,
+               what="job failed twice")
+    assert worker.stop() == 0
+    output = worker.output()
+    assert "boom\\x1b]0;owned\\x07" in output, output
+    assert "\x1b" not in output and "\x07" not in output  # in the traceback too

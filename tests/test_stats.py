@@ -157,7 +157,10 @@ def test_only_acknowledged_outcomes_count(tq, db):
     assert (ok, failed, retried, cancelled) == (1, 0, 1, 0)
     assert sum(run) == 2 and run[histogram.bucket(40)] == 2
     assert sum(wait) == 2 and wait[histogram.bucket(3)] == 2
-    # All owned: the pre-aggregated path adds into the same row.
+    # All owned: the pre-aggregated path adds into the same row. (A job is recorded
+    # cancelled only when its row says a cancel was requested.)
+    db.execute(f'UPDATE "{tq.schema}".jobs SET cancel_requested = true WHERE id = %s',
+               [ids[2]])
     _complete(db, tq.schema, [Outcome(ids[2], 1, "cancelled", queue="default", task="t",
                                       run_ms=1000, max_attempts=3),
                               Outcome(ids[3], 1, "retry", queue="default", task="t",

@@ -34,7 +34,7 @@ PRODUCER_READS = ("id", "queue", "run_at", "dedupe_key")
 """Columns an enqueue reads back (``RETURNING``, ``ON CONFLICT`` and the dedupe look-up)."""
 
 TABLES = ("jobs", "job_history", "workers", "schedules", "stats_minute", "paused_queues",
-          "schema_version")
+          "job_trace_context", "schema_version")
 
 PRIVILEGES: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
     # kind: [(privilege, object, columns (empty: the whole table)), ...]
@@ -43,6 +43,9 @@ PRIVILEGES: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
         ("SELECT", "schema_version", ()),
         ("INSERT", "jobs", ENQUEUE_COLUMNS),
         ("SELECT", "jobs", PRODUCER_READS),
+        # pgtaskq.contrib.opentelemetry stores the trace context of each job it enqueues
+        ("INSERT", "job_trace_context", ("job_id", "carrier")),
+        ("SELECT", "job_trace_context", ("job_id",)),  # its ON CONFLICT (job_id)
     ],
     "worker": [
         ("USAGE", "SCHEMA", ()),
@@ -54,6 +57,7 @@ PRIVILEGES: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
         *((privilege, "stats_minute", ())
           for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE")),
         ("SELECT", "paused_queues", ()),
+        *((privilege, "job_trace_context", ()) for privilege in ("SELECT", "DELETE")),
         ("USAGE", "SEQUENCE jobs", ()),
         ("USAGE", "SEQUENCE workers", ()),
     ],

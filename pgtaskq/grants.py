@@ -34,7 +34,7 @@ PRODUCER_READS = ("id", "queue", "run_at", "dedupe_key")
 """Columns an enqueue reads back (``RETURNING``, ``ON CONFLICT`` and the dedupe look-up)."""
 
 TABLES = ("jobs", "job_history", "workers", "schedules", "stats_minute", "paused_queues",
-          "job_trace_context", "schema_version")
+          "job_trace_context", "worker_tasks", "schema_version")
 
 PRIVILEGES: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
     # kind: [(privilege, object, columns (empty: the whole table)), ...]
@@ -46,6 +46,9 @@ PRIVILEGES: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
         # pgtaskq.contrib.opentelemetry stores the trace context of each job it enqueues
         ("INSERT", "job_trace_context", ("job_id", "carrier")),
         ("SELECT", "job_trace_context", ("job_id",)),  # its ON CONFLICT (job_id)
+        # enqueue by name of a task this process does not know: what its workers declare
+        ("SELECT", "worker_tasks", ("worker_id", "task", "queue", "priority", "max_attempts")),
+        ("SELECT", "workers", ("id", "stopped_at", "last_heartbeat_at")),
     ],
     "worker": [
         ("USAGE", "SCHEMA", ()),
@@ -58,6 +61,7 @@ PRIVILEGES: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
           for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE")),
         ("SELECT", "paused_queues", ()),
         *((privilege, "job_trace_context", ()) for privilege in ("SELECT", "DELETE")),
+        *((privilege, "worker_tasks", ()) for privilege in ("SELECT", "INSERT", "DELETE")),
         ("USAGE", "SEQUENCE jobs", ()),
         ("USAGE", "SEQUENCE workers", ()),
     ],

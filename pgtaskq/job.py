@@ -35,6 +35,11 @@ class Job:
     dedupe_key: str | None = None
     worker_id: int | None = None
     cancel_requested: bool = False
+    failed_attempts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Every failed attempt, oldest first: ``{"attempt": n, "worker_id": w, "error": text,
+    "at": ISO timestamp}`` (error texts capped as ``last_error`` is). A retried attempt
+    is here while ``last_error`` keeps only the latest; a job that has not failed yet
+    has none. Jobs that failed before schema version 8 show none for those attempts."""
     undecodable: tuple[str, ...] = ()
     """Names of the fields (args, kwargs, result) whose stored JSON Python's ``json``
     cannot decode (a 5,000-digit number, nesting deeper than the stack): each of them
@@ -53,6 +58,9 @@ class Job:
                 undecodable.append(name)
                 value = value.text
             values[index] = value
+        if len(values) > _FAILED_ATTEMPTS_COLUMN:
+            attempts = decode_json(values[_FAILED_ATTEMPTS_COLUMN])
+            values[_FAILED_ATTEMPTS_COLUMN] = attempts if isinstance(attempts, list) else []
         return cls(*values, undecodable=tuple(undecodable))
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,3 +75,6 @@ class Job:
 
 _JSON_COLUMNS = ((4, "args"), (5, "kwargs"), (14, "result"))
 """Positions of the JSON fields in ``Job``'s (and ``JOB_COLUMNS``') order."""
+
+_FAILED_ATTEMPTS_COLUMN = 18
+"""Position of ``failed_attempts`` (JSON text written by pgtaskq itself, so always decodable)."""

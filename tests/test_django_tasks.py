@@ -142,6 +142,51 @@ def test_worker_runs_tasks_with_results_retries_and_signals(
     assert worker.stop() == 0, worker.output()
 
 
+def _worker_ids_by_pid(tq) -> dict[int, str]:
+    with tq.connect() as conn:
+        rows = conn.execute(f'SELECT pid, id FROM "{tq.schema}".workers').fetchall()
+    return {pid: str(worker_id) for pid, worker_id in rows}
+
+
+def test_every_attempt_keeps_its_error_and_its_worker(tasks, django_tq, tq, worker_process):
+    """TaskResult.errors held only the last error, and worker_ids repeated the last
+    attempt's worker for every attempt."""
+    options = ("--concurrency", "1", "--backoff-base", "0.05", "--poll-interval", "0.2")
+    env = {"DJANGO_SETTINGS_MODULE": "djangotest_settings"}
+    workers = [worker_process(WORKER_APP, *options, env=env) for _ in range(2)]
+    for worker in workers:
+        worker.wait_ready()
+    flaky = tasks.flaky.enqueue(3)
+    failing = tasks.always_fails.enqueue()
+    for result in (flaky, failing):
+        wait_until(lambda r=result: task_backends["default"].get_result(r.id).is_finished,
+                   30, what=f"job {result.id} finished")
+    real_workers = _worker_ids_by_pid(tq)
+    assert {worker.pid for worker in workers} <= set(real_workers)
+
+    flaky.refresh()
+    assert (flaky.status, flaky.attempts) == (TaskResultStatus.SUCCESSFUL, 3)
+    assert [e.exception_class for e in flaky.errors] == [RuntimeError, RuntimeError]
+    assert [f"attempt {n} fails on purpose" in e.traceback
+            for n, e in enumerate(flaky.errors, 1)] == [True, True]
+    assert len(flaky.worker_ids) == 3
+    assert set(flaky.worker_ids) <= set(real_workers.values())
+    assert flaky.worker_ids[-1] == str(tq.get_job(int(flaky.id)).worker_id)
+
+    failing.refresh()
+    assert (failing.status, failing.attempts) == (TaskResultStatus.FAILED, 3)
+    assert [e.exception_class for e in failing.errors] == [ValueError] * 3
+    assert all("this task never works" in e.traceback for e in failing.errors)
+    assert len(failing.worker_ids) == 3
+    assert set(failing.worker_ids) <= set(real_workers.values())
+
+    job = tq.get_job(int(failing.id))
+    assert [(a["attempt"], str(a["worker_id"])) for a in job.failed_attempts] == [
+        (n, worker_id) for n, worker_id in enumerate(failing.worker_ids, 1)]
+    for worker in workers:
+        assert worker.stop() == 0, worker.output()
+
+
 def test_a_result_json_cannot_hold_fails_once_without_running_again(
     tasks, django_tq, tq, worker_process, tmp_path: Path
 ):
@@ -185,6 +230,12 @@ def test_a_dead_workers_django_task_runs_again_elsewhere(tasks, django_tq, tq, w
     result.refresh()
     assert result.status == TaskResultStatus.SUCCESSFUL
     assert result.return_value == result.attempts >= 2
+    # the lease-expired attempt is recorded with the worker that died under it
+    ids = _worker_ids_by_pid(tq)
+    assert result.worker_ids[0] == ids[doomed.pid]
+    assert result.worker_ids[-1] == ids[rescuer.pid]
+    assert len(result.errors) == result.attempts - 1
+    assert f"lease expired: worker {ids[doomed.pid]}" in result.errors[0].traceback
     assert rescuer.stop() == 0
 
 

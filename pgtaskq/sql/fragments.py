@@ -39,3 +39,12 @@ MERGE_ROLLUP = """
             FROM unnest(s.run_ms_histogram, excluded.run_ms_histogram)
                  WITH ORDINALITY AS t(x, y, i) ORDER BY i)"""
 """Add a row into an existing ``stats_minute AS s`` row: counts and histograms summed."""
+
+
+def with_failed_attempt(row: str, error: str) -> str:
+    """``failed_attempts`` of ``row`` (a jobs row alias) with its current attempt appended as
+    failed with ``error``: the attempt number, the worker that ran it and when it ended.
+    Read the row's values before the statement changes them (an UPDATE's SET sees them)."""
+    return f"""coalesce({row}.failed_attempts, '[]'::jsonb) || jsonb_build_array(
+            jsonb_build_object('attempt', {row}.attempts, 'worker_id', {row}.worker_id,
+                               'error', {error}, 'at', now()))"""

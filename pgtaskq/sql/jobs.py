@@ -14,7 +14,8 @@ from pgtaskq.sql import fragments
 JOB_COLUMNS = """
     id, task, queue, status, args::text AS args, kwargs::text AS kwargs, priority, attempts,
     max_attempts, run_at, created_at, started_at, NULL::timestamptz AS finished_at,
-    last_error, NULL::text AS result, dedupe_key, worker_id, cancel_requested
+    last_error, NULL::text AS result, dedupe_key, worker_id, cancel_requested,
+    coalesce(failed_attempts, '[]')::text AS failed_attempts
 """
 """A job's columns in ``pgtaskq.Job``'s order. JSON comes as text, decoded by
 ``Job.from_row`` field by field: psycopg's jsonb loader would raise for the whole result
@@ -23,7 +24,8 @@ on one value Python's json refuses (a 5,000-digit number), and no job could be s
 HISTORY_COLUMNS = """
     id, task, queue, status, args::text AS args, kwargs::text AS kwargs, priority, attempts,
     max_attempts, run_at, created_at, started_at, finished_at, last_error,
-    result::text AS result, dedupe_key, worker_id, false AS cancel_requested
+    result::text AS result, dedupe_key, worker_id, false AS cancel_requested,
+    coalesce(failed_attempts, '[]')::text AS failed_attempts
 """
 
 ENQUEUE_ONE = """
@@ -170,9 +172,11 @@ WITH target AS MATERIALIZED (
 ), archived AS (
     INSERT INTO {schema}.job_history
         (id, queue, task, args, kwargs, status, priority, run_at, attempts, max_attempts,
-         dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error)
+         dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error,
+         failed_attempts)
     SELECT id, queue, task, args, kwargs, 'cancelled', priority, run_at, attempts, max_attempts,
-           dedupe_key, schedule, worker_id, created_at, started_at, now(), last_error
+           dedupe_key, schedule, worker_id, created_at, started_at, now(), last_error,
+           failed_attempts
     FROM queued
     RETURNING id
 ), rolled_up AS (

@@ -474,7 +474,20 @@ plant ``public.unnest(text[])``, which beats ``pg_catalog.unnest(anyarray)`` and
 as the worker inside every claim. The bodies' built-ins are also qualified (``render``),
 but only this protects the functions of schemas installed before that."""
 
-MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7]
+V8 = """
+ALTER TABLE {schema}.jobs ADD COLUMN failed_attempts jsonb;
+ALTER TABLE {schema}.job_history ADD COLUMN failed_attempts jsonb;
+"""
+"""Every failed attempt of a job, not only the last: a JSON array of
+``{"attempt": n, "worker_id": w, "error": text, "at": timestamp}`` objects, oldest first
+(``Job.failed_attempts``; django.tasks' ``TaskResult.errors`` and ``worker_ids``). NULL
+until an attempt fails: only the statements that record a failed attempt (the completer's
+retry and failure, the rescuer's lease expiry, the charged hand-back) append to it, so a
+job that succeeds first time writes nothing more than before. The error is the text
+already capped for ``last_error``. Adding a nullable column without a default rewrites
+neither table."""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8]
 """``MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``; the last index + 1 is current."""
 
 LATEST_VERSION = len(MIGRATIONS)
@@ -535,8 +548,14 @@ DROP INDEX IF EXISTS {schema}.jobs_parked;
 
 UNINSTALL_V7 = ""  # version 7 only changed settings of earlier versions' functions
 
+UNINSTALL_V8 = """
+ALTER TABLE IF EXISTS {schema}.jobs DROP COLUMN IF EXISTS failed_attempts;
+ALTER TABLE IF EXISTS {schema}.job_history DROP COLUMN IF EXISTS failed_attempts;
+"""
+"""Run before UNINSTALL_V1 drops the tables themselves; kept so each version undoes its own."""
+
 UNINSTALLS: list[str] = [UNINSTALL_V1, UNINSTALL_V2, UNINSTALL_V3, UNINSTALL_V4,
-                         UNINSTALL_V5, UNINSTALL_V6, UNINSTALL_V7]
+                         UNINSTALL_V5, UNINSTALL_V6, UNINSTALL_V7, UNINSTALL_V8]
 """``UNINSTALLS[i]`` drops what ``MIGRATIONS[i]`` created. Uninstall runs those of the
 versions the install record holds, newest first, and nothing else: a schema where pgtaskq
 was never installed keeps its tables, even ones named ``jobs``."""

@@ -102,6 +102,7 @@ WITH outcome AS (
     UPDATE {schema}.jobs j
     SET status = 'queued', worker_id = NULL, lease_expires_at = NULL,
         cancel_requested = false, last_error = w.error,
+        failed_attempts = """ + fragments.with_failed_attempt("j", "w.error") + """,
         -- Retry(delay=inf) or a huge delay is capped at about 31 years and nan means the
         -- backoff: "interval out of range" failed the whole batch, for ever (the
         -- completer retries it), leaving every job of it running
@@ -121,12 +122,16 @@ WITH outcome AS (
     INSERT INTO {schema}.job_history
         (id, queue, task, args, kwargs, status, priority, run_at, attempts, max_attempts,
          dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error,
-         result)
+         result, failed_attempts)
     SELECT id, queue, task, args, kwargs,
            CASE outcome_kind WHEN 'succeeded' THEN 'succeeded'
                              WHEN 'cancelled' THEN 'cancelled' ELSE 'failed' END,
            priority, run_at, attempts, max_attempts, dedupe_key, schedule, worker_id,
-           created_at, started_at, now(), coalesce(outcome_error, last_error), outcome_result
+           created_at, started_at, now(), coalesce(outcome_error, last_error), outcome_result,
+           -- a success carries the failures before it as they are (NULL for most jobs)
+           CASE WHEN outcome_kind = 'succeeded' OR outcome_error IS NULL THEN failed_attempts
+                ELSE """ + fragments.with_failed_attempt("finished", "outcome_error") + """
+           END
     FROM finished
     RETURNING id
 ), rolled_up AS (
@@ -189,10 +194,12 @@ WITH given_up AS (
 )
 INSERT INTO {schema}.job_history
     (id, queue, task, args, kwargs, status, priority, run_at, attempts, max_attempts,
-     dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error)
+     dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error,
+     failed_attempts)
 SELECT id, left(queue, 200), left(task, 200), args, kwargs, 'failed', priority, run_at,
        attempts, max_attempts, left(dedupe_key, 200), left(schedule, 200), worker_id,
-       created_at, started_at, now(), %(error)s
+       created_at, started_at, now(), %(error)s,
+       """ + fragments.with_failed_attempt("given_up", "%(error)s::text") + """
 FROM given_up
 """
 """The completer's last resort for one job whose outcome COMPLETE cannot write even as a
@@ -246,7 +253,9 @@ WITH expired AS MATERIALIZED (
     UPDATE {schema}.jobs j
     SET status = 'queued', worker_id = NULL, lease_expires_at = NULL, run_at = now(),
         last_error = 'lease expired: worker ' || j.worker_id
-                     || ' stopped heartbeating (attempt ' || j.attempts || ')'
+                     || ' stopped heartbeating (attempt ' || j.attempts || ')',
+        failed_attempts = """ + fragments.with_failed_attempt(
+            "j", "'lease expired: worker ' || j.worker_id || ' stopped heartbeating'") + """
     FROM expired e
     WHERE j.id = e.id AND j.attempts < j.max_attempts AND NOT j.cancel_requested
     RETURNING j.id, j.queue, j.task
@@ -257,13 +266,17 @@ WITH expired AS MATERIALIZED (
 ), archived AS (
     INSERT INTO {schema}.job_history
         (id, queue, task, args, kwargs, status, priority, run_at, attempts, max_attempts,
-         dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error)
+         dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error,
+         failed_attempts)
     SELECT id, queue, task, args, kwargs,
            CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END,
            priority, run_at, attempts, max_attempts, dedupe_key, schedule, worker_id,
            created_at, started_at, now(),
            'lease expired: worker ' || worker_id || ' stopped heartbeating (attempt '
-               || attempts || ' of ' || max_attempts || ')'
+               || attempts || ' of ' || max_attempts || ')',
+           """ + fragments.with_failed_attempt(
+               "given_up", "'lease expired: worker ' || given_up.worker_id"
+                           " || ' stopped heartbeating'") + """
     FROM given_up
     RETURNING id
 ), rolled_up AS (
@@ -315,11 +328,16 @@ WITH held AS (
 ), archived AS (
     INSERT INTO {schema}.job_history
         (id, queue, task, args, kwargs, status, priority, run_at, attempts, max_attempts,
-         dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error)
+         dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error,
+         failed_attempts)
     SELECT id, queue, task, args, kwargs, 'cancelled', priority, run_at, attempts,
            max_attempts, dedupe_key, schedule, worker_id, created_at, started_at, now(),
            'cancelled: cancel requested, then its worker ' || worker_id
-               || ' shut down before the job finished (attempt ' || attempts || ')'
+               || ' shut down before the job finished (attempt ' || attempts || ')',
+           """ + fragments.with_failed_attempt(
+               "given_up", "'cancelled: cancel requested, then its worker '"
+                           " || given_up.worker_id || ' shut down before the job finished'"
+           ) + """
     FROM given_up
     RETURNING id
 ), rolled_up AS (
@@ -354,7 +372,8 @@ WITH held AS (
     UPDATE {schema}.jobs j
     SET status = 'queued', worker_id = NULL, lease_expires_at = NULL,
         run_at = now() + make_interval(secs => %(delay)s::double precision),
-        last_error = %(error)s || ' (attempt ' || j.attempts || ')'
+        last_error = %(error)s || ' (attempt ' || j.attempts || ')',
+        failed_attempts = """ + fragments.with_failed_attempt("j", "%(error)s::text") + """
     FROM mine m
     WHERE j.id = m.id AND j.attempts < j.max_attempts AND NOT j.cancel_requested
     RETURNING j.id, j.queue, j.task
@@ -365,12 +384,14 @@ WITH held AS (
 ), archived AS (
     INSERT INTO {schema}.job_history
         (id, queue, task, args, kwargs, status, priority, run_at, attempts, max_attempts,
-         dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error)
+         dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error,
+         failed_attempts)
     SELECT id, queue, task, args, kwargs,
            CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END,
            priority, run_at, attempts, max_attempts, dedupe_key, schedule, worker_id,
            created_at, started_at, now(),
-           %(error)s || ' (attempt ' || attempts || ' of ' || max_attempts || ')'
+           %(error)s || ' (attempt ' || attempts || ' of ' || max_attempts || ')',
+           """ + fragments.with_failed_attempt("given_up", "%(error)s::text") + """
     FROM given_up
     RETURNING id
 ), rolled_up AS (

@@ -104,22 +104,20 @@ def _running_result(
     # On Django's connection: an inline run in a TestCase sees the test's own jobs.
     job = get_queue().read_job(job_id)
     if job is not None:
+        # worker_ids: each failed attempt's worker, then this worker for this attempt
         result = results.result_from_job(task, job, alias)
-        worker = job.worker_id
     else:  # pragma: no cover - the row of a running job cannot vanish
         result = TaskResult(
             task=task, id=str(job_id), status=TaskResultStatus.RUNNING, enqueued_at=None,
             started_at=now, finished_at=None, last_attempted_at=now, args=args,
-            kwargs=kwargs, backend=alias, errors=[], worker_ids=[],
+            kwargs=kwargs, backend=alias, errors=[], worker_ids=["unknown"] * attempt,
         )
-        worker = None
     results.set_fields(
         result,
         status=TaskResultStatus.RUNNING,
         started_at=result.started_at or now,
         last_attempted_at=result.started_at or now,
         finished_at=None,
-        worker_ids=results.worker_ids(worker, attempt),
     )
     return result
 

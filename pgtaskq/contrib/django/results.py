@@ -6,10 +6,12 @@ and one worker id per attempt. The mapping, and what it cannot know, in one plac
 
 - ``queued`` -> READY (also between retries), ``running`` -> RUNNING,
   ``succeeded`` -> SUCCESSFUL, ``failed`` and ``cancelled`` -> FAILED.
-- ``errors`` holds the last error only: pgtaskq does not keep every attempt's traceback.
-- ``worker_ids`` has one entry per attempt so ``attempts == len(worker_ids)`` holds, as
-  django.tasks defines it; pgtaskq records only the latest attempt's worker, so that id
-  stands for every attempt.
+- ``errors`` has one entry per failed attempt, oldest first, from ``Job.failed_attempts``
+  (schema version 8 records every failed attempt's traceback and worker).
+- ``worker_ids`` has one entry per attempt (``attempts == len(worker_ids)``, as django.tasks
+  defines it): each failed attempt's recorded worker, and the row's worker for the attempt
+  running or the one that succeeded. Attempts that failed before schema version 8 left no
+  record: they show ``"unknown"`` (and the last error alone stands for their errors).
 """
 
 from __future__ import annotations
@@ -65,8 +67,29 @@ def task_error(error_text: str) -> TaskError:
     )
 
 
-def worker_ids(worker_id: Any, attempts: int) -> list[str]:
-    return [str(worker_id) if worker_id is not None else "unknown"] * max(attempts, 0)
+def task_errors(job: Job) -> list[TaskError]:
+    """One TaskError per failed attempt of ``job``, oldest first."""
+    errors = [task_error(str(failed["error"])) for failed in job.failed_attempts
+              if failed.get("error")]
+    recorded = {failed.get("attempt") for failed in job.failed_attempts}
+    # a final error without a record of its own: an install before schema version 8
+    unrecorded_final = job.status in ("failed", "cancelled") and job.attempts not in recorded
+    if job.last_error and (not job.failed_attempts or unrecorded_final):
+        errors.append(task_error(job.last_error))
+    return errors
+
+
+def worker_ids(job: Job) -> list[str]:
+    """The worker of each attempt of ``job``, in attempt order."""
+    by_attempt = {failed.get("attempt"): failed.get("worker_id")
+                  for failed in job.failed_attempts}
+    ids = []
+    for attempt in range(1, max(job.attempts, 0) + 1):
+        worker = by_attempt.get(attempt)
+        if worker is None and attempt == job.attempts:
+            worker = job.worker_id  # the attempt running, or the one that succeeded
+        ids.append(str(worker) if worker is not None else "unknown")
+    return ids
 
 
 def result_from_job(task: Task, job: Job, backend_alias: str) -> TaskResult:
@@ -83,8 +106,8 @@ def result_from_job(task: Task, job: Job, backend_alias: str) -> TaskResult:
         args=job.args,
         kwargs=job.kwargs,
         backend=backend_alias,
-        errors=[task_error(job.last_error)] if job.last_error else [],
-        worker_ids=worker_ids(job.worker_id, job.attempts),
+        errors=task_errors(job),
+        worker_ids=worker_ids(job),
     )
     if status == TaskResultStatus.SUCCESSFUL:
         object.__setattr__(result, "_return_value", job.result)

@@ -59,14 +59,7 @@ WITH picked AS (
     WHERE h.id = p.id AND h.status = 'failed'
     RETURNING h.*
 ), requeued AS (
-    INSERT INTO {schema}.jobs
-        (id, queue, task, args, kwargs, priority, run_at, attempts, max_attempts, dedupe_key,
-         schedule, created_at, last_error)
-    OVERRIDING SYSTEM VALUE
-    SELECT id, queue, task, args, kwargs, priority, now(), 0, max_attempts, dedupe_key,
-           schedule, created_at, last_error
-    FROM finished
-    RETURNING id, queue
+""" + fragments.requeue_from_history("finished") + """
 ), wake AS (
 """ + fragments.notify_queues("requeued") + """
 )

@@ -48,3 +48,19 @@ def with_failed_attempt(row: str, error: str) -> str:
     return f"""coalesce({row}.failed_attempts, '[]'::jsonb) || jsonb_build_array(
             jsonb_build_object('attempt', {row}.attempts, 'worker_id', {row}.worker_id,
                                'error', {error}, 'at', now()))"""
+
+
+def requeue_from_history(rows: str) -> str:
+    """An INSERT that puts the archived rows of ``rows`` (a CTE of ``job_history`` rows)
+    back in ``jobs`` under their own ids, due now, with a fresh attempt count; it returns
+    ``id, queue``. Manual retries of one job and of a task's failed jobs share it, so a
+    requeued job looks the same whichever door it came back through."""
+    return f"""
+    INSERT INTO {{schema}}.jobs
+        (id, queue, task, args, kwargs, priority, run_at, attempts, max_attempts, dedupe_key,
+         schedule, created_at, last_error)
+    OVERRIDING SYSTEM VALUE
+    SELECT id, queue, task, args, kwargs, priority, now(), 0, max_attempts, dedupe_key,
+           schedule, created_at, last_error
+    FROM {rows}
+    RETURNING id, queue"""

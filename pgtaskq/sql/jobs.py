@@ -207,14 +207,7 @@ WITH finished AS (
     WHERE id = %(id)s AND status IN ('failed', 'cancelled')
     RETURNING *
 ), requeued AS (
-    INSERT INTO {schema}.jobs
-        (id, queue, task, args, kwargs, priority, run_at, attempts, max_attempts, dedupe_key,
-         schedule, created_at, last_error)
-    OVERRIDING SYSTEM VALUE
-    SELECT id, queue, task, args, kwargs, priority, now(), 0, max_attempts, dedupe_key,
-           schedule, created_at, last_error
-    FROM finished
-    RETURNING id, queue
+""" + fragments.requeue_from_history("finished") + """
 ), wake AS (
     SELECT pg_notify(%(channel)s, 'q:' || queue) FROM requeued
 )

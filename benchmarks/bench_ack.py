@@ -20,10 +20,11 @@ import uuid
 
 import psycopg
 
-from pgtaskq import TaskQueue, rollup
-from pgtaskq.completer import Outcome
+from pgtaskq import TaskQueue
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
+from pgtaskq.worker import rollup
+from pgtaskq.worker.completer import Outcome
 
 
 def without_rollup(statement: str) -> str:

@@ -22,9 +22,9 @@ import uuid
 
 import psycopg
 
-from pgtaskq import TaskQueue, rollup
+from pgtaskq import TaskQueue
 from pgtaskq.sql import worker as worker_sql
-from pgtaskq.worker import Worker
+from pgtaskq.worker import Worker, rollup
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_ack import without_rollup

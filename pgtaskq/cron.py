@@ -2,7 +2,7 @@
 
 This module is pure (no database, no threads) so web processes can import task modules
 that declare schedules at no cost, and so the tick arithmetic can be tested on its own.
-The worker side, which turns due ticks into jobs, is ``pgtaskq.scheduler``.
+The worker side, which turns due ticks into jobs, is ``pgtaskq.worker.scheduler``.
 
 Ticks are computed by croniter in the schedule's time zone (``zoneinfo``) and handled as
 aware UTC datetimes everywhere else. Daylight saving time is croniter's: a wall-clock time

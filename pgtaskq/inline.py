@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from pgtaskq import dbapi, defaults
 from pgtaskq._version import __version__
-from pgtaskq.completer import complete_params
 from pgtaskq.context import JobContext
-from pgtaskq.held import HeldJob
 from pgtaskq.queue import DEFAULT_CONNECTION
-from pgtaskq.slots import Slots
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
+from pgtaskq.worker.completer import complete_params
+from pgtaskq.worker.held import HeldJob
+from pgtaskq.worker.slots import Slots
 
 if TYPE_CHECKING:
     from pgtaskq.queue import TaskQueue

@@ -21,8 +21,8 @@ from worker_helpers import FAST
 from pgtaskq import ConfigurationError, TaskQueue
 from pgtaskq.cli import cli
 from pgtaskq.cron import latest_tick, next_tick
-from pgtaskq.scheduler import CronScheduler
 from pgtaskq.testing import wait_until
+from pgtaskq.worker.scheduler import CronScheduler
 
 APP = "apps.cron_app:tq"
 ENQUEUED = re.compile(r"schedule (\S+): job (\d+) enqueued for tick (\S+)")

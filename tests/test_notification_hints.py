@@ -12,11 +12,11 @@ from psycopg import sql
 from worker_helpers import FAST, create_runs_table, runs
 
 from pgtaskq import TaskQueue
-from pgtaskq.completer import Outcome, complete_params
-from pgtaskq.hints import EMPTY_CLAIM_QUIET, NotificationHints
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.testing import wait_until
+from pgtaskq.worker.completer import Outcome, complete_params
+from pgtaskq.worker.hints import EMPTY_CLAIM_QUIET, NotificationHints
 
 APP = "apps.basic:tq"
 FAKE_WORKER = 626262

@@ -21,11 +21,11 @@ from test_review_findings import FAKE_WORKER, claim
 from worker_helpers import FAST
 
 from pgtaskq.cli import cli
-from pgtaskq.completer import Completer, Outcome
 from pgtaskq.context import JobContext
-from pgtaskq.held import HeldJob, HeldJobs
 from pgtaskq.pool import LivenessCheck, open_pool
 from pgtaskq.testing import wait_until
+from pgtaskq.worker.completer import Completer, Outcome
+from pgtaskq.worker.held import HeldJob, HeldJobs
 
 APP = "apps.poison_app:tq"
 

@@ -10,9 +10,10 @@ import pytest
 from click.testing import CliRunner
 from worker_helpers import FAST
 
-from pgtaskq import pruner, stats
+from pgtaskq import stats
 from pgtaskq.cli import cli
 from pgtaskq.testing import wait_until
+from pgtaskq.worker import pruner
 
 APP = "apps.basic:tq"
 

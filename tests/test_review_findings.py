@@ -19,13 +19,13 @@ from worker_helpers import FAST, create_runs_table, runs
 
 from pgtaskq import defaults
 from pgtaskq.claim_plan import explain_claim
-from pgtaskq.completer import Completer, Outcome
-from pgtaskq.held import HeldJobs
 from pgtaskq.pool import LivenessCheck, open_pool
 from pgtaskq.sql import registry as registry_sql
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.testing import wait_until
+from pgtaskq.worker.completer import Completer, Outcome
+from pgtaskq.worker.held import HeldJobs
 
 APP = "apps.basic:tq"
 FAKE_WORKER = 424242
@@ -369,7 +369,7 @@ def test_listener_waits_on_descriptors_above_1024(tq, db, pgtaskq_dsn):
     die when the LISTEN connection (or the self-pipe) got a high descriptor."""
     import resource
 
-    from pgtaskq.listener import Listener
+    from pgtaskq.worker.listener import Listener
 
     if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1200:
         pytest.skip("needs a descriptor limit of 1200 or more")
@@ -429,7 +429,7 @@ def test_claim_does_not_walk_deferred_jobs_of_higher_priority(tq, db):
     condition when deferred jobs sit at a higher priority than the runnable ones, so every
     claim walked all of them (203 ms per claim with 1M jobs at priority 5 due tomorrow on
     PostgreSQL 15; a strict xfail there until issue 12). A worker's sweep now parks them
-    out of jobs_ready (pgtaskq.parker); run here as the parker thread runs it."""
+    out of jobs_ready (pgtaskq.worker.parker); run here as the parker thread runs it."""
     db.execute(f'INSERT INTO "{tq.schema}".jobs (queue, task, max_attempts, priority, run_at) '
                "SELECT 'default', 't', 1, 5, now() + interval '1 day' "
                "FROM generate_series(1, 100000)")

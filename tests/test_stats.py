@@ -24,12 +24,13 @@ import pytest
 from click.testing import CliRunner
 from worker_helpers import FAST, create_runs_table, runs
 
-from pgtaskq import histogram, rollup, stats
+from pgtaskq import histogram, stats
 from pgtaskq.cli import cli
-from pgtaskq.completer import Outcome
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.testing import wait_until
+from pgtaskq.worker import rollup
+from pgtaskq.worker.completer import Outcome
 
 APP = "apps.basic:tq"
 TESTS_DIR = str(Path(__file__).resolve().parent)

@@ -14,8 +14,8 @@ import pytest
 from worker_helpers import FAST
 
 from pgtaskq import TaskQueue
-from pgtaskq.pruner import Pruner
 from pgtaskq.testing import wait_until
+from pgtaskq.worker.pruner import Pruner
 
 pytest.importorskip("opentelemetry.sdk", reason="pip install opentelemetry-sdk (dev extra)")
 from opentelemetry.sdk.trace import TracerProvider

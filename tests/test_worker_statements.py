@@ -17,12 +17,12 @@ import pytest
 from worker_helpers import FAST, create_runs_table, runs
 
 from pgtaskq import defaults
-from pgtaskq.completer import Completer, Outcome, complete_params
-from pgtaskq.held import HeldJobs
 from pgtaskq.pool import LivenessCheck, open_pool
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.testing import wait_until
+from pgtaskq.worker.completer import Completer, Outcome, complete_params
+from pgtaskq.worker.held import HeldJobs
 
 FAKE_WORKER = 515151
 HELD = 300

@@ -15,13 +15,14 @@ import json
 import click
 import psycopg
 
-from pgtaskq import health, pruner
+from pgtaskq import health
 from pgtaskq.cli.context import CliContext, one_line, pass_cli, pass_queue
 from pgtaskq.cli.duration import DURATION
 from pgtaskq.duration import format_age
 from pgtaskq.errors import PgtaskqError
 from pgtaskq.printable import printable
 from pgtaskq.queue import TaskQueue
+from pgtaskq.worker import pruner
 
 
 @click.command("check")

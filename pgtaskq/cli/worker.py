@@ -142,7 +142,7 @@ def worker_command(ctx: click.Context, cli_context: CliContext, app: str, concur
     if not reload:
         worker.run()
         return
-    from pgtaskq import reloader
+    from pgtaskq.worker import reloader
 
     watcher = reloader.CodeWatcher(on_change=worker.stop)
     watcher.start()

@@ -180,7 +180,7 @@ WHERE (SELECT count(*) FROM owned) < %(batch_size)s  -- only when some outcome w
 """Write a batch of outcomes in one statement: retries go back to ``queued`` with the
 backoff computed here, everything else moves to ``job_history``, and the batch is added
 to this worker's per-minute rollup rows (counts and latency histograms, pre-aggregated by
-the completer, see ``pgtaskq.rollup``). Only ``owned`` rows count, so a stale or
+the completer, see ``pgtaskq.worker.rollup``). Only ``owned`` rows count, so a stale or
 duplicate acknowledgement changes neither the job nor the statistics. Returns one row per job
 actually acknowledged, and one ``busy`` row per job still held by this worker whose row
 was locked by another transaction: the completer writes those again."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time as _time
 
-import pgtaskq.worker as _worker_module
+import pgtaskq.worker.main as _worker_module
 from apps.review_app import tq  # noqa: F401 - the app the worker runs
 
 SKEW = 5.0

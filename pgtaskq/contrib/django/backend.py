@@ -24,7 +24,6 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 from pgtaskq import options
 from pgtaskq.contrib.django import results
@@ -39,14 +38,12 @@ from pgtaskq.contrib.django._compat import (
     task_enqueued,
 )
 from pgtaskq.contrib.django.conf import get_queue
+from pgtaskq.contrib.django.execution import make_runner, registered_tasks
 from pgtaskq.errors import ConfigurationError
 from pgtaskq.printable import printable
 
 BACKEND_OPTIONS = ("MAX_ATTEMPTS", "TIMEOUT")
 
-# Every django.tasks task created for this backend, by module path. Module-level rather
-# than per backend instance: django.tasks builds one backend object per thread.
-_tasks: dict[str, Task] = {}
 
 
 class PgtaskqTask(Task):
@@ -117,10 +114,8 @@ class PgtaskqBackend(BaseTaskBackend):
 
     def register(self, task: Task) -> None:
         """Make ``task`` runnable by pgtaskq workers (idempotent)."""
-        from pgtaskq.contrib.django.execution import make_runner
-
         path = task.module_path
-        _tasks.setdefault(path, task)
+        registered_tasks.setdefault(path, task)
         queue = get_queue()
         if path not in queue.tasks:
             queue.task(
@@ -190,18 +185,10 @@ class PgtaskqBackend(BaseTaskBackend):
         """The registered task of a job. Never ``import_string(path)``: ``path`` comes from
         the row's ``task`` column, which whoever can enqueue writes, and importing the
         module it names would run that module's code in this process."""
-        task = _tasks.get(path)
+        task = registered_tasks.get(path)
         if not isinstance(task, Task):
             raise TaskResultDoesNotExist(
                 f"{result_id} is not a job of a django.tasks task registered in this "
                 f"process ({printable(path)}); import the module that defines it"
             )
         return task
-
-
-def lookup_task(path: str) -> Task:
-    """The django.tasks task registered under ``path`` (importing its module if needed)."""
-    task = _tasks.get(path)
-    if task is None:
-        task = import_string(path)
-    return task

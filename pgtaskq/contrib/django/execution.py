@@ -19,10 +19,12 @@ from collections.abc import Callable
 from typing import Any
 
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from pgtaskq.context import current_job
 from pgtaskq.contrib.django import results
 from pgtaskq.contrib.django._compat import (
+    Task,
     TaskContext,
     TaskError,
     TaskResult,
@@ -37,6 +39,18 @@ from pgtaskq.errors import Cancelled, FinalFailure
 
 logger = logging.getLogger("pgtaskq.django")
 
+# Every django.tasks task created for a pgtaskq backend, by module path. Module-level rather
+# than per backend instance: django.tasks builds one backend object per thread.
+registered_tasks: dict[str, Task] = {}
+
+
+def lookup_task(path: str) -> Task:
+    """The django.tasks task registered under ``path`` (importing its module if needed)."""
+    task = registered_tasks.get(path)
+    if task is None:
+        task = import_string(path)
+    return task
+
 
 def make_runner(alias: str, path: str) -> Callable[..., Any]:
     """The function pgtaskq calls for jobs of the django.tasks task at ``path``."""
@@ -50,8 +64,6 @@ def make_runner(alias: str, path: str) -> Callable[..., Any]:
 
 def run_attempt(alias: str, path: str, args: list, kwargs: dict) -> Any:
     """Run the current job's attempt of the django.tasks task ``path``."""
-    from pgtaskq.contrib.django.backend import lookup_task
-
     job_context = current_job()
     backend = task_backends[alias]
     task = lookup_task(path)

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from pgtaskq import defaults
-from pgtaskq.background import PeriodicThread
 from pgtaskq.sql import history as history_sql
 from pgtaskq.sql import render
+from pgtaskq.worker.background import PeriodicThread
 
 if TYPE_CHECKING:
     import psycopg

@@ -43,7 +43,7 @@ from pgtaskq.sql import render
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
-log = logging.getLogger("pgtaskq.scheduler")
+log = logging.getLogger("pgtaskq.worker.scheduler")
 
 ERROR_BACKOFF_MIN = 0.5
 ERROR_BACKOFF_MAX = 5.0

@@ -13,14 +13,14 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pgtaskq.background import PeriodicThread
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
+from pgtaskq.worker.background import PeriodicThread
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
-    from pgtaskq.held import HeldJobs
+    from pgtaskq.worker.held import HeldJobs
 
 log = logging.getLogger("pgtaskq.worker")
 

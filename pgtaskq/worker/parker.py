@@ -19,9 +19,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pgtaskq import defaults
-from pgtaskq.background import PeriodicThread
 from pgtaskq.sql import registry as registry_sql
 from pgtaskq.sql import render
+from pgtaskq.worker.background import PeriodicThread
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool

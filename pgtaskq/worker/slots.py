@@ -1,5 +1,5 @@
 """Slot threads: each runs one job at a time, a plain function call in its own thread
-(an ``async def`` task's coroutine is run to completion there, see ``pgtaskq.coroutines``).
+(an ``async def`` task's coroutine is run to completion there, see ``pgtaskq.worker.coroutines``).
 
 Slots take jobs from one shared hand-off queue filled by the main loop and give each outcome
 to the completer; they never touch the database themselves, so a slow or stuck job costs a
@@ -24,12 +24,12 @@ from types import CoroutineType
 from typing import Any
 
 from pgtaskq import forking, storable
-from pgtaskq.completer import Outcome
 from pgtaskq.context import JobContext, set_current
-from pgtaskq.coroutines import run_to_completion
 from pgtaskq.errors import Cancelled, FinalFailure, Retry
-from pgtaskq.held import HeldJob
 from pgtaskq.hooks import JobHooks
+from pgtaskq.worker.completer import Outcome
+from pgtaskq.worker.coroutines import run_to_completion
+from pgtaskq.worker.held import HeldJob
 
 log = logging.getLogger("pgtaskq.worker")
 

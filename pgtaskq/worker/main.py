@@ -40,26 +40,27 @@ from psycopg import sql
 from psycopg.types.string import TextLoader
 from psycopg_pool import PoolTimeout
 
-from pgtaskq import defaults, embedded, forking, options, systemd
+from pgtaskq import defaults, embedded, forking, options
 from pgtaskq._version import __version__
-from pgtaskq.completer import Completer, Outcome
 from pgtaskq.context import JobContext
 from pgtaskq.errors import ConfigurationError, first_line
-from pgtaskq.exit_rules import ExitRules
-from pgtaskq.heartbeat import Heartbeat
-from pgtaskq.held import HeldJob, HeldJobs
-from pgtaskq.hints import NotificationHints
-from pgtaskq.listener import Events, Listener
 from pgtaskq.options import check_queue
-from pgtaskq.parker import Parker
 from pgtaskq.pool import LivenessCheck, open_pool
-from pgtaskq.pruner import Pruner
-from pgtaskq.rescuer import Rescuer
-from pgtaskq.scheduler import CronScheduler
-from pgtaskq.slots import Slots
 from pgtaskq.sql import registry as registry_sql
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
+from pgtaskq.worker import systemd
+from pgtaskq.worker.completer import Completer, Outcome
+from pgtaskq.worker.exit_rules import ExitRules
+from pgtaskq.worker.heartbeat import Heartbeat
+from pgtaskq.worker.held import HeldJob, HeldJobs
+from pgtaskq.worker.hints import NotificationHints
+from pgtaskq.worker.listener import Events, Listener
+from pgtaskq.worker.parker import Parker
+from pgtaskq.worker.pruner import Pruner
+from pgtaskq.worker.rescuer import Rescuer
+from pgtaskq.worker.scheduler import CronScheduler
+from pgtaskq.worker.slots import Slots
 
 if TYPE_CHECKING:
     from pgtaskq.queue import TaskQueue
@@ -94,7 +95,7 @@ VACUUM_MIN_INTERVAL = 5.0
 """Least seconds between two such VACUUMs by one worker."""
 SLOW_CLAIM = 0.02
 """A claim slower than this (seconds) asks the parker to look at the head of the ready
-index now: it may be walking jobs no claim can take (``pgtaskq.parker``)."""
+index now: it may be walking jobs no claim can take (``pgtaskq.worker.parker``)."""
 UNPARK_BATCH = 10_000
 """Parked jobs taken back per statement."""
 HAND_BACK_DELAY = 1.0
@@ -202,7 +203,7 @@ class Worker:
             burst=bool(burst), max_jobs=max_jobs,
             max_memory_mib=None if max_memory is None else _positive("max_memory", max_memory),
         )
-        """``burst``, ``max_jobs``, ``max_memory`` (MiB): stop by itself (pgtaskq.exit_rules)."""
+        """``burst``, ``max_jobs``, ``max_memory`` (MiB): stop by itself (``exit_rules``)."""
         self.worker_id: int | None = None
 
         self._stop_requested = threading.Event()
@@ -528,7 +529,7 @@ class Worker:
                 self._poll_cancel_requests()
                 self._lookup_deferred(force=True)
                 next_poll = now + self.poll_interval
-            # A notification is a hint (pgtaskq.hints): rate-limited, never proof of work.
+            # A notification is a hint (pgtaskq.worker.hints): rate-limited, never proof of work.
             notified = ((self._wanted(events) and self._hints.notified(now))
                         or self._hints.pending_claim_due(now))
             other_reason = (

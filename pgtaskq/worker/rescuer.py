@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from pgtaskq.background import PeriodicThread
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
+from pgtaskq.worker.background import PeriodicThread
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool

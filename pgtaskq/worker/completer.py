@@ -3,7 +3,7 @@
 One UPDATE per finished job is what makes naive queues slow; here every outcome that
 arrives within a few milliseconds (or up to a batch size) is written by one statement of
 ``unnest()`` arrays. The same statement adds the batch to the per-minute rollups that
-``pgtaskq stats`` reads (``pgtaskq.rollup``), so statistics cost no extra round trip or
+``pgtaskq stats`` reads (``pgtaskq.worker.rollup``), so statistics cost no extra round trip or
 transaction. A batch that fails to write (the database restarted, a connection was
 killed) is kept and written again with backoff: an outcome is never dropped while the
 process lives. Until it is written, the job stays held, so the heartbeat keeps its lease.
@@ -27,16 +27,17 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from pgtaskq import defaults, rollup
+from pgtaskq import defaults
 from pgtaskq.errors import first_line
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.storable import ERROR_MAX_CHARS, safe_text
+from pgtaskq.worker import rollup
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
-    from pgtaskq.held import HeldJob, HeldJobs
+    from pgtaskq.worker.held import HeldJob, HeldJobs
 
 log = logging.getLogger("pgtaskq.worker")
 

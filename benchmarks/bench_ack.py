@@ -24,7 +24,7 @@ from pgtaskq import TaskQueue
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.worker import rollup
-from pgtaskq.worker.completer import Outcome
+from pgtaskq.worker.outcome import Outcome
 
 
 def without_rollup(statement: str) -> str:

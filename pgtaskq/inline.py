@@ -29,7 +29,7 @@ from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.worker.completer import complete_params
 from pgtaskq.worker.held import HeldJob
-from pgtaskq.worker.slots import Slots
+from pgtaskq.worker.slots import run_attempt
 
 if TYPE_CHECKING:
     from pgtaskq.queue import TaskQueue
@@ -84,7 +84,6 @@ def _register(tq: TaskQueue, db: Any, queues: list[str] | None) -> int:
 
 def _drain(tq: TaskQueue, db: Any, worker_id: int, queues: list[str] | None,
            max_jobs: int) -> list[int]:
-    slot = Slots(1, _resolver(tq), tq.job_middlewares, lambda job, outcome: None, tq.job_hooks)
     claim = render(tq.schema, worker_sql.CLAIM)
     complete = render(tq.schema, worker_sql.COMPLETE)
     ran: list[int] = []
@@ -102,20 +101,13 @@ def _drain(tq: TaskQueue, db: Any, worker_id: int, queues: list[str] | None,
             max_attempts, wait_ms or 0.0,
             JobContext(job_id, task, queue, attempt, max_attempts, worker_id),
             registered.timeout if registered is not None else None,
+            func=registered.func if registered is not None else None,
         )
-        outcome = slot.run_one(held)
+        outcome = run_attempt(held, tq.job_middlewares, tq.job_hooks)
         dbapi.execute(db, complete, complete_params(
             worker_id, [outcome], defaults.BACKOFF_BASE, defaults.BACKOFF_CAP))
         ran.append(job_id)
     return ran
-
-
-def _resolver(tq: TaskQueue) -> Any:
-    def resolve(name: str) -> Any:
-        task = tq.tasks.get(name)
-        return task.func if task is not None else None
-
-    return resolve
 
 
 def _decoded(value: Any) -> Any:

@@ -15,8 +15,9 @@ from pgtaskq import TaskQueue
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.testing import wait_until
-from pgtaskq.worker.completer import Outcome, complete_params
+from pgtaskq.worker.completer import complete_params
 from pgtaskq.worker.hints import EMPTY_CLAIM_QUIET, NotificationHints
+from pgtaskq.worker.outcome import Outcome
 
 APP = "apps.basic:tq"
 FAKE_WORKER = 626262

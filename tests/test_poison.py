@@ -24,8 +24,9 @@ from pgtaskq.cli import cli
 from pgtaskq.context import JobContext
 from pgtaskq.pool import LivenessCheck, open_pool
 from pgtaskq.testing import wait_until
-from pgtaskq.worker.completer import Completer, Outcome
+from pgtaskq.worker.completer import Completer
 from pgtaskq.worker.held import HeldJob, HeldJobs
+from pgtaskq.worker.outcome import Outcome
 
 APP = "apps.poison_app:tq"
 

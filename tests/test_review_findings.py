@@ -24,8 +24,9 @@ from pgtaskq.sql import registry as registry_sql
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.testing import wait_until
-from pgtaskq.worker.completer import Completer, Outcome
+from pgtaskq.worker.completer import Completer
 from pgtaskq.worker.held import HeldJobs
+from pgtaskq.worker.outcome import Outcome
 
 APP = "apps.basic:tq"
 FAKE_WORKER = 424242

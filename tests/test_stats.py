@@ -30,7 +30,7 @@ from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.testing import wait_until
 from pgtaskq.worker import rollup
-from pgtaskq.worker.completer import Outcome
+from pgtaskq.worker.outcome import Outcome
 
 APP = "apps.basic:tq"
 TESTS_DIR = str(Path(__file__).resolve().parent)

@@ -21,8 +21,9 @@ from pgtaskq.pool import LivenessCheck, open_pool
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.testing import wait_until
-from pgtaskq.worker.completer import Completer, Outcome, complete_params
+from pgtaskq.worker.completer import Completer, complete_params
 from pgtaskq.worker.held import HeldJobs
+from pgtaskq.worker.outcome import Outcome
 
 FAKE_WORKER = 515151
 HELD = 300

@@ -163,8 +163,9 @@ WITH outcome AS (
     GROUP BY queue, task
 """ + fragments.MERGE_ROLLUP + """
 )
-SELECT 'requeued', id,
-       extract(epoch FROM run_at - clock_timestamp())::double precision FROM requeued
+SELECT 'requeued' AS kind, id,
+       extract(epoch FROM run_at - clock_timestamp())::double precision AS seconds_until
+FROM requeued
 UNION ALL
 SELECT 'archived', id, NULL FROM archived
 UNION ALL

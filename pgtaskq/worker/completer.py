@@ -22,76 +22,27 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import psycopg
+from psycopg.rows import namedtuple_row
 
 from pgtaskq import defaults
 from pgtaskq.errors import first_line
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
-from pgtaskq.storable import ERROR_MAX_CHARS, safe_text
+from pgtaskq.storable import safe_text
 from pgtaskq.worker import rollup
+from pgtaskq.worker.outcome import Outcome
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
-    from pgtaskq.worker.held import HeldJob, HeldJobs
+    from pgtaskq.worker.held import HeldJobs
 
 log = logging.getLogger("pgtaskq.worker")
 
 MAX_FLUSH_BACKOFF = 5.0
-
-
-@dataclass(slots=True)
-class Outcome:
-    """How one attempt ended, as the completer writes it."""
-
-    job_id: int
-    attempt: int
-    kind: str  # succeeded | failed | retry | cancelled | discarded (failed, never retried)
-    error: str | None = None
-    result: str | None = None  # JSON text
-    delay: float | None = None  # retry delay override, seconds
-    queue: str = ""
-    task: str = ""
-    wait_ms: float = 0.0
-    run_ms: float = 0.0
-    max_attempts: int = 1  # tells a retried attempt from a final failure in the rollups
-
-    @classmethod
-    def _of(cls, job: HeldJob, kind: str, **fields: object) -> Outcome:
-        error = fields.get("error")
-        if isinstance(error, str):  # NUL, lone surrogates, megabytes: see pgtaskq.storable
-            fields["error"] = safe_text(error, ERROR_MAX_CHARS)
-        now = time.monotonic()
-        run_ms = (now - job.running_since) * 1000 if job.running_since else 0.0
-        return cls(job.id, job.attempt, kind, queue=job.queue, task=job.task,
-                   wait_ms=job.wait_ms, run_ms=run_ms, max_attempts=job.max_attempts,
-                   **fields)  # type: ignore[arg-type]
-
-    @classmethod
-    def succeeded(cls, job: HeldJob, result: str | None) -> Outcome:
-        return cls._of(job, "succeeded", result=result)
-
-    @classmethod
-    def failed(cls, job: HeldJob, error: str) -> Outcome:
-        return cls._of(job, "failed", error=error)
-
-    @classmethod
-    def discarded(cls, job: HeldJob, error: str) -> Outcome:
-        """Failed for good, whatever attempts remain (``FinalFailure``, or a job the
-        worker cannot decode or has no task for: every attempt would fail the same way)."""
-        return cls._of(job, "discarded", error=error)
-
-    @classmethod
-    def retry(cls, job: HeldJob, delay: float | None, error: str) -> Outcome:
-        return cls._of(job, "retry", error=error, delay=delay)
-
-    @classmethod
-    def cancelled(cls, job: HeldJob, error: str) -> Outcome:
-        return cls._of(job, "cancelled", error=error)
 
 
 class Completer:
@@ -284,18 +235,16 @@ class Completer:
         params = complete_params(self._worker_id, batch, *self._backoff)
         with self._held.settling:
             with self._pool.connection(timeout=5) as conn:
-                rows = conn.execute(render(self._schema, worker_sql.COMPLETE),
-                                    params).fetchall()
-            busy: set[int] = set()
-            for kind, job_id, _ in rows:
-                if kind == "busy":
-                    busy.add(job_id)
+                cursor = conn.cursor(row_factory=namedtuple_row)
+                rows = cursor.execute(render(self._schema, worker_sql.COMPLETE),
+                                      params).fetchall()
+            busy = {row.id for row in rows if row.kind == "busy"}
             self._held.release_all([(o.job_id, o.attempt) for o in batch
                                     if o.job_id not in busy])
         if self._on_requeued is not None:
-            for kind, _, seconds_until in rows:
-                if kind == "requeued" and seconds_until is not None:
-                    self._on_requeued(float(seconds_until))
+            for row in rows:
+                if row.kind == "requeued" and row.seconds_until is not None:
+                    self._on_requeued(float(row.seconds_until))
         return busy
 
 

@@ -13,9 +13,12 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from psycopg.rows import namedtuple_row
+
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.worker.background import PeriodicThread
+from pgtaskq.worker.cancels import request_cancel
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -38,7 +41,6 @@ class Heartbeat(PeriodicThread):
         interval: float,
         lease: float,
         busy_slots: Callable[[], int],
-        on_beat: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(interval)
         self._pool = pool
@@ -47,7 +49,6 @@ class Heartbeat(PeriodicThread):
         self._held = held
         self._lease = lease
         self._busy_slots = busy_slots
-        self._on_beat = on_beat
 
     def run_once(self) -> None:
         jobs = sorted(self._held.snapshot(), key=lambda job: job.id)  # lock order
@@ -61,8 +62,10 @@ class Heartbeat(PeriodicThread):
             "stuck_slots": stuck,
         }
         with self._pool.connection(timeout=5) as conn:
-            rows = conn.execute(render(self._schema, worker_sql.HEARTBEAT), params).fetchall()
-        still_ours = {job_id: cancel for job_id, cancel in rows}
+            cursor = conn.cursor(row_factory=namedtuple_row)
+            rows = cursor.execute(render(self._schema, worker_sql.HEARTBEAT),
+                                  params).fetchall()
+        still_ours = {row.id: row.cancel_requested for row in rows}
         missing = [job for job in jobs if job.id not in still_ours]
         if missing:
             # under the completer's lock: a row missing because its outcome was written
@@ -78,8 +81,5 @@ class Heartbeat(PeriodicThread):
         for job in jobs:
             if job.id not in still_ours:
                 continue
-            if still_ours[job.id] and not job.context.cancel_requested:
-                log.info("job %d (%s): cancel requested", job.id, job.task)
-                job.context.request_cancel()
-        if self._on_beat is not None:
-            self._on_beat()
+            if still_ours[job.id]:
+                request_cancel(job)

@@ -9,7 +9,7 @@ until its acknowledgement is flushed.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,9 @@ class HeldJob:
     """How long the job waited between its run_at and this lease."""
     context: JobContext
     timeout: float | None = None
+    func: Callable[..., Any] | None = None
+    """The task's function, looked up once when the job was claimed (None: not
+    registered in this worker; such a job is failed at the claim)."""
     running_since: float | None = None
     """``time.monotonic()`` when a slot started it (None while buffered)."""
     finished: bool = False

@@ -1,19 +1,10 @@
-"""The worker process: a main loop that leases jobs and hands them to slot threads.
+"""The worker process's life: set up, run the main loop, shut down gracefully.
 
-Life of a worker, top to bottom (``Worker.run``): check the schema, register in the
-workers table, start the completer, slots, heartbeat, rescuer and pruner threads, LISTEN,
-tell systemd READY, loop, and on the way out hand back what will not be finished.
-
-The main loop (``_loop``/``_iterate``) sleeps in ``select()`` on the LISTEN socket and a
-self-pipe (``Listener``). It wakes on a NOTIFY for a queue it serves, a slot finishing
-while a backlog is known, a cancel request, a signal, a task timeout, the next known
-deferred job, or the poll interval (the fallback that makes NOTIFY an optimisation, never
-a requirement). It then leases at most as many jobs as it has free capacity, in ONE
-statement, and never more: a worker never fetches jobs it cannot start soon. Capacity is
-the slots plus a prefetch buffer that is sized from how long jobs take, so buffered jobs
-wait for a slot about ``PREFETCH_HORIZON`` at most (short jobs get many, long jobs none:
-one worker never hoards a backlog that idle workers could run), and the heartbeat covers
-them while they wait.
+Top to bottom (``Worker.run``): check the schema, register in the workers table, publish
+the tasks, start the completer, slots, heartbeat, rescuer, parker and pruner threads,
+LISTEN, tell systemd READY, run the main loop (``pgtaskq.worker.loop``, which claims
+through ``pgtaskq.worker.claimer``), and on the way out hand back what will not be
+finished.
 
 Invariants:
 - no transaction stays open while a job runs: the lease is a committed UPDATE;
@@ -26,104 +17,51 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import sql
-from psycopg.types.string import TextLoader
 from psycopg_pool import PoolTimeout
 
 from pgtaskq import defaults, embedded, forking, options
 from pgtaskq._version import __version__
-from pgtaskq.context import JobContext
-from pgtaskq.errors import ConfigurationError, first_line
+from pgtaskq.errors import ConfigurationError
 from pgtaskq.options import check_queue
 from pgtaskq.pool import LivenessCheck, open_pool
-from pgtaskq.sql import registry as registry_sql
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.worker import systemd
-from pgtaskq.worker.completer import Completer, Outcome
+from pgtaskq.worker.cancels import Cancels
+from pgtaskq.worker.capacity import Capacity
+from pgtaskq.worker.claimer import Claimer
+from pgtaskq.worker.completer import Completer
+from pgtaskq.worker.due import DueTimes
 from pgtaskq.worker.exit_rules import ExitRules
 from pgtaskq.worker.heartbeat import Heartbeat
 from pgtaskq.worker.held import HeldJob, HeldJobs
 from pgtaskq.worker.hints import NotificationHints
-from pgtaskq.worker.listener import Events, Listener
+from pgtaskq.worker.listener import Listener
+from pgtaskq.worker.loop import LoopTimer, MainLoop
 from pgtaskq.worker.parker import Parker
 from pgtaskq.worker.pruner import Pruner
 from pgtaskq.worker.rescuer import Rescuer
 from pgtaskq.worker.scheduler import CronScheduler
 from pgtaskq.worker.slots import Slots
+from pgtaskq.worker.timeouts import Timeouts
+from pgtaskq.worker.vacuum import JobsVacuum
 
 if TYPE_CHECKING:
     from pgtaskq.queue import TaskQueue
 
 log = logging.getLogger("pgtaskq.worker")
 
-DEFERRED_LOOKUP_MIN_INTERVAL = 0.25
-"""Least time between two look-ups of the next deferred job's run_at."""
-
-CLAIM_ERROR_BACKOFF_MAX = 5.0
-PREFETCH_HORIZON = 0.05
-"""Seconds a prefetched job should wait for a slot, at the recent average job duration."""
-PREFETCH_MAX_PER_SLOT = 32
-"""Adaptive prefetch never buffers more than this many jobs per slot."""
-MAX_UNACKNOWLEDGED = 2 * defaults.COMPLETER_BATCH_SIZE
-"""Finished jobs whose outcome the completer has not written yet, beyond which the worker
-stops leasing. Without this bound a worker whose jobs finish faster than its completer
-writes them keeps leasing: the finished-but-running rows pile up (14,000 in a 20,000-job
-drain), every COMPLETE and heartbeat then works through all of them, and acknowledgements
-fell to ~100 jobs/s for a minute after the jobs themselves had run."""
-VACUUM_AFTER_CLAIMS = 50_000
-"""Jobs this worker leases between two ``VACUUM (SKIP_LOCKED)`` runs on the jobs table.
-
-Every claimed row leaves a dead entry at the head of the ready index, and each claim steps
-over all of them until VACUUM removes them; autovacuum looks at a table about once a
-minute (never, where it is off). Draining 1,000,000 jobs on PostgreSQL's defaults, the
-rate fell from ~12,000 jobs/s to 8,287 half-way and 7,654 at the end (1,258 with
-autovacuum off); with this VACUUM every 50,000 claims it was 13,956 / 12,486 / 13,615 at
-the start, middle and end (every 100,000: 14,653 / 12,117 / 8,189), and the whole drain
-took half the time. SKIP_LOCKED: a worker never waits for another's, nor for autovacuum."""
-VACUUM_MIN_INTERVAL = 5.0
-"""Least seconds between two such VACUUMs by one worker."""
-SLOW_CLAIM = 0.02
-"""A claim slower than this (seconds) asks the parker to look at the head of the ready
-index now: it may be walking jobs no claim can take (``pgtaskq.worker.parker``)."""
-UNPARK_BATCH = 10_000
-"""Parked jobs taken back per statement."""
 HAND_BACK_DELAY = 1.0
 """Jobs still running at the end of the grace period go back with this delay, so no other
 worker starts them while this process's threads may still be inside them."""
-
-
-def _undecodable_message(args_text: str, kwargs_text: str | None, exc: Exception) -> str:
-    """``last_error`` of a job whose arguments Python's json cannot decode."""
-    if isinstance(exc, RecursionError):
-        why = "its arguments are nested deeper than Python's json can decode"
-    else:
-        why = f"Python's json refuses its arguments ({first_line(exc)})"
-    raw = args_text if kwargs_text is None else f"{args_text} {kwargs_text}"
-    return (f"UndecodableJob: {why}; failed without running, as every attempt would. "
-            f"Arguments as stored ({len(raw)} characters): {raw[:200]}")
-
-
-class LoopTimer(Protocol):
-    """Work the main loop does on time (cron ticks): it wakes for ``seconds_until_due``.
-
-    ``run_due`` runs in the main thread, so it must be quick (one statement or so);
-    exceptions are logged and the loop goes on.
-    """
-
-    def seconds_until_due(self) -> float | None: ...
-
-    def run_due(self) -> None: ...
 
 
 def _positive(name: str, value: float) -> float:
@@ -184,8 +122,7 @@ class Worker:
         self.rescue_interval = _positive("rescue_interval", rescue_interval)
         self.grace = options.check_seconds("grace", grace, zero_ok=True)
         self.prefetch = prefetch
-        """Fixed prefetch, or None: adaptive, up to ``PREFETCH_MAX_PER_SLOT`` per slot."""
-        self._avg_run: float | None = None  # moving average of job durations, seconds
+        """Fixed prefetch, or None: adaptive (``pgtaskq.worker.capacity``)."""
         self.poll_only = poll_only
         self.listen_dsn = listen_dsn
         self.backoff_base = _positive("backoff_base", backoff_base)
@@ -208,21 +145,7 @@ class Worker:
 
         self._stop_requested = threading.Event()
         self._interrupts = 0
-        self._lock = threading.Lock()
-        self._outstanding = 0  # claimed and not yet finished by a slot
-        self._backlog = False  # the last claim came back full
-        self._wake_sent = False  # a slot has woken the main loop to refill; not yet served
-        self._timed: dict[int, HeldJob] = {}  # held jobs with a timeout (main thread only)
-        self._next_deferred: float | None = None  # time.monotonic() when one comes due
-        self._next_unpark: float | None = None  # same, for a parked job of our tasks
-        self._last_deferred_lookup = 0.0
-        self._claim_failures = 0
-        self._claim_not_before = 0.0
         self._listener: Listener | None = None
-        self._hints = NotificationHints()
-        self._claimed_since_vacuum = 0
-        self._last_vacuum = 0.0
-        self._vacuuming = threading.Event()  # set while a VACUUM thread runs
 
     # -- public -------------------------------------------------------------------------
 
@@ -237,43 +160,6 @@ class Worker:
         """What ``pg_stat_activity`` shows for this worker's connections."""
         return f"pgtaskq worker {os.getpid()}"
 
-    @property
-    def capacity(self) -> int:
-        return self.concurrency + self.prefetch_now
-
-    @property
-    def prefetch_now(self) -> int:
-        """Jobs that may wait for a slot now.
-
-        Adaptive (the default): as many as the slots start within ``PREFETCH_HORIZON`` at
-        the recent average job duration, at most ``PREFETCH_MAX_PER_SLOT`` per slot, none
-        until a job has finished. The buffer must outlast a claim's round trip, or the
-        slots run dry while the main thread waits for it: on no-op jobs (50,000 jobs,
-        concurrency 8, 2 cores) fixed prefetches of 64, 128 and 256 drained 7,015, 8,204
-        and 9,223 jobs/s before the hot path was trimmed, and the adaptive 256 drains
-        15,000-18,000 since; on jobs of a second it is 0, as without prefetch.
-        """
-        if self.prefetch is not None:
-            return self.prefetch
-        average = self._avg_run
-        if average is None:
-            return 0
-        limit = PREFETCH_MAX_PER_SLOT * self.concurrency
-        if average <= 0:
-            return limit
-        return min(limit, int(self.concurrency * PREFETCH_HORIZON / average))
-
-    @property
-    def refill_at(self) -> int:
-        """Free capacity at which a worker with a backlog leases again.
-
-        Without prefetch, every free slot is worth a lease at once. With prefetch, waiting
-        until half the prefetch is free makes each claim (one commit) bring back several
-        jobs instead of one, while the jobs still buffered keep the slots busy during the
-        claim's round trip.
-        """
-        return max(1, self.prefetch_now // 2)
-
     def run(self) -> None:
         """Run until ``stop()``, SIGTERM or SIGINT; then shut down gracefully."""
         self.tq.check_installed()
@@ -286,8 +172,6 @@ class Worker:
                 "them before starting the worker"
             )
         self._task_names = task_names
-        self._claim_statement = render(self.tq.schema, worker_sql.CLAIM)
-        self._next_due_statement = render(self.tq.schema, worker_sql.NEXT_DUE)
         conninfo = self.tq.conninfo
         # The liveness check costs a round trip only for a connection that looks dead or
         # sat idle: psycopg_pool's check_connection sent an empty query before every claim
@@ -311,7 +195,7 @@ class Worker:
     # -- life cycle ---------------------------------------------------------------------
 
     def _run_with_pool(self, conninfo: str) -> None:
-        schema = self.tq.schema
+        schema, tq = self.tq.schema, self.tq
         with self._pool.connection(timeout=30) as conn:
             row = conn.execute(render(schema, worker_sql.REGISTER_WORKER), {
                 "host": socket.gethostname(), "pid": os.getpid(), "queues": self.queues,
@@ -321,55 +205,73 @@ class Worker:
         assert row is not None
         self.worker_id = worker_id = int(row[0])
         self._publish_tasks()
-        self._held = HeldJobs()
-        self._completer = Completer(
-            self._pool, schema, worker_id, self._held,
-            flush_interval=self.completer_flush_interval,
-            backoff_base=self.backoff_base, backoff_cap=self.backoff_cap,
-            on_requeued=self._note_deferred,
-        )
-        self._slots = Slots(self.concurrency, self._resolve, self.tq.job_middlewares,
-                            self._on_outcome, self.tq.job_hooks)
-        self._heartbeat = Heartbeat(
-            self._pool, schema, worker_id, self._held, interval=self.heartbeat_interval,
-            lease=self.lease, busy_slots=lambda: self._slots.busy,
-        )
-        self._parker = Parker(self._pool, schema, interval=self.rescue_interval,
-                              vacuum=lambda: self._vacuum_jobs(after_parking=True))
-        self._rescuer = Rescuer(self._pool, schema, self.tq.channel,
-                                interval=self.rescue_interval)
-        self._pruner = Pruner(self._pool, schema, keep_succeeded=self.keep_succeeded,
-                              keep_failed=self.keep_failed, interval=self.prune_interval)
+        connect_kwargs = tq.connection_kwargs(application_name=self.application_name)
         listen_conninfo = None if self.poll_only else (
             embedded.resolve(self.listen_dsn) if self.listen_dsn else conninfo)
-        self._listener = Listener(
-            listen_conninfo, self.tq.channel,
-            connect_kwargs=self.tq.connection_kwargs(application_name=self.application_name))
-        self._timers = self._make_timers()
+        self._listener = listener = Listener(listen_conninfo, tq.channel,
+                                             connect_kwargs=connect_kwargs)
+        self._held = held = HeldJobs()
+        capacity = Capacity(
+            self.concurrency, self.prefetch, held=held.__len__,
+            on_finished=self.exit_rules.finished if self.exit_rules.active else None)
+        due = DueTimes(self._pool, schema, tq.channel, self._task_names,
+                       poll_interval=self.poll_interval, wake=listener.wake)
+        self._completer = completer = Completer(
+            self._pool, schema, worker_id, held,
+            flush_interval=self.completer_flush_interval,
+            backoff_base=self.backoff_base, backoff_cap=self.backoff_cap,
+            on_requeued=due.requeued,
+        )
+        self._slots = slots = Slots(self.concurrency, tq.job_middlewares, tq.job_hooks,
+                                    completer=completer, capacity=capacity,
+                                    wake=listener.wake)
+        vacuum = JobsVacuum(tq.conninfo, schema, connect_kwargs)
+        self._threads = threads = [
+            Heartbeat(self._pool, schema, worker_id, held, interval=self.heartbeat_interval,
+                      lease=self.lease, busy_slots=lambda: slots.busy),
+            Rescuer(self._pool, schema, tq.channel, interval=self.rescue_interval),
+            parker := Parker(self._pool, schema, interval=self.rescue_interval,
+                             vacuum=vacuum.after_parking),
+            Pruner(self._pool, schema, keep_succeeded=self.keep_succeeded,
+                   keep_failed=self.keep_failed, interval=self.prune_interval),
+        ]
+        hints = NotificationHints()
+        timeouts = Timeouts()
+        loop = MainLoop(
+            worker_id=worker_id, queues=self.queues, poll_interval=self.poll_interval,
+            completer_flush_interval=self.completer_flush_interval,
+            stop=self._stop_requested, listener=listener, hints=hints, capacity=capacity,
+            claimer=Claimer(
+                self._pool, tq, worker_id, tasks=self._task_names, queues=self.queues,
+                lease=self.lease, claimers=self.claimers, capacity=capacity, held=held,
+                slots=slots, completer=completer, exit_rules=self.exit_rules, due=due,
+                timeouts=timeouts, parker=parker, vacuum=vacuum),
+            due=due, cancels=Cancels(self._pool, schema, worker_id, held, hints),
+            timeouts=timeouts, exit_rules=self.exit_rules, timers=self._make_timers(),
+        )
         previous_handlers = self._install_signal_handlers()
         try:
-            self._completer.start()
-            self._slots.start()
-            self._heartbeat.start()
-            self._rescuer.start()
-            self._unpark_due()
-            self._parker.start()
-            self._pruner.start()
+            completer.start()
+            slots.start()
+            for thread in threads:
+                if thread is parker:
+                    due.unpark()  # before the parker's first look: nothing parked twice
+                thread.start()
             if listen_conninfo is not None:
-                self._listener.connect()
+                listener.connect()
             systemd.notify("READY=1\nSTATUS=processing jobs")
             log.info("worker %d ready: pid %d, concurrency %d, queues %s, %d tasks, %s",
                      worker_id, os.getpid(), self.concurrency,
                      ",".join(self.queues) if self.queues else "all", len(self._task_names),
                      "poll-only" if self.poll_only else
-                     ("listening" if self._listener.listening else "polling (LISTEN failed)"))
-            self._loop()
+                     ("listening" if listener.listening else "polling (LISTEN failed)"))
+            loop.run()
         finally:
             try:
                 self._shutdown()
             finally:
                 self._restore_signal_handlers(previous_handlers)
-                self._listener.close()
+                listener.close()
 
     def _publish_tasks(self) -> None:
         """Publish this worker's tasks and their declared options (``worker_tasks``), so
@@ -388,16 +290,6 @@ class Worker:
         if not self.tq.schedules:
             return []
         return [CronScheduler(self._pool, self.tq.schema, self.tq.channel, self.tq.schedules)]
-
-    def _run_timers(self) -> None:
-        for timer in self._timers:
-            try:
-                due = timer.seconds_until_due()
-                if due is not None and due <= 0:
-                    timer.run_due()
-            except Exception as exc:
-                log.warning("%s failed: %s", type(timer).__name__,
-                            first_line(exc))
 
     def _shutdown(self) -> None:
         systemd.notify("STOPPING=1")
@@ -423,10 +315,8 @@ class Worker:
         if not self._completer.flush_and_stop(timeout=max(10.0, self.lease / 2)):
             log.warning("could not write every job outcome before exiting; those jobs "
                         "will run again when their lease expires")
-        self._heartbeat.stop()
-        self._rescuer.stop()
-        self._parker.stop()
-        self._pruner.stop()
+        for thread in self._threads:
+            thread.stop()
         try:
             with self._pool.connection(timeout=5) as conn:
                 conn.execute(render(self.tq.schema, worker_sql.WORKER_STOPPED),
@@ -489,365 +379,3 @@ class Worker:
         self._stop_requested.set()
         if self._listener is not None:
             self._listener.wake()
-
-    # -- main loop ----------------------------------------------------------------------
-
-    def _loop(self) -> None:
-        listener = self._listener
-        assert listener is not None
-        claim_now = True
-        claim_by_notification = False
-        next_poll = time.monotonic() + self.poll_interval
-        watchdog = systemd.watchdog_interval()
-        next_watchdog = time.monotonic() if watchdog else None
-        while not self._stop_requested.is_set():
-            now = time.monotonic()
-            if next_watchdog is not None and watchdog and now >= next_watchdog:
-                systemd.notify("WATCHDOG=1")
-                next_watchdog = now + watchdog
-            if claim_now and now >= self._claim_not_before:
-                found = self._claim()
-                self._hints.claimed(time.monotonic(), found, claim_by_notification)
-                next_poll = time.monotonic() + self.poll_interval
-                claim_now = False
-            if self.exit_rules.active and self._should_exit():
-                break
-            # Jobs that finished during the claim may already have freed enough capacity
-            # for the next one: then do not sleep (their wake-up may have been coalesced).
-            # (Not while a failed claim backs off: _timeout() waits for that.)
-            refill_now = self._refill_due() and time.monotonic() >= self._claim_not_before
-            timeout = 0.0 if refill_now else self._timeout(next_poll, next_watchdog)
-            events = listener.wait(timeout)
-            with self._lock:
-                self._wake_sent = False
-            now = time.monotonic()
-            self._apply_cancels(events)
-            self._enforce_timeouts(now)
-            self._run_timers()
-            polled = now >= next_poll
-            if polled:
-                self._poll_cancel_requests()
-                self._lookup_deferred(force=True)
-                next_poll = now + self.poll_interval
-            # A notification is a hint (pgtaskq.worker.hints): rate-limited, never proof of work.
-            notified = ((self._wanted(events) and self._hints.notified(now))
-                        or self._hints.pending_claim_due(now))
-            other_reason = (
-                polled or events.reconnected
-                or (self._next_deferred is not None and time.monotonic() >= self._next_deferred)
-            )
-            work_signalled = other_reason or notified
-            room = self._room() > 0
-            if work_signalled and not room:
-                # Full now (capacity can shrink without a full claim: adaptive prefetch,
-                # unacknowledged outcomes): remember the work, so the slot that frees
-                # room wakes the loop instead of the job waiting for the next poll.
-                with self._lock:
-                    self._backlog = True
-            refill = self._refill_due()
-            claim_now = room and (work_signalled or refill)
-            claim_by_notification = claim_now and notified and not (other_reason or refill)
-            if self.exit_rules.needs_idle_claim(self._held_count()):
-                claim_now = True
-
-    def _held_count(self) -> int:
-        with self._lock:
-            return self._outstanding
-
-    def _should_exit(self) -> bool:
-        """An exit rule holds: stop gracefully, as on SIGTERM (exit status 0)."""
-        reason = self.exit_rules.reason_to_stop(self._held_count())
-        if reason is None:
-            return False
-        log.info("worker %s stopping by itself (%s)", self.worker_id, reason)
-        self._stop_requested.set()
-        return True
-
-    def _refill_due(self) -> bool:
-        """The last claim came back full and enough capacity is free to lease again."""
-        with self._lock:
-            if not self._backlog:
-                return False
-        return self._room() >= self.refill_at
-
-    def _room(self) -> int:
-        """Jobs this worker may lease now: its free capacity, less what the completer is
-        behind by beyond ``MAX_UNACKNOWLEDGED`` (held jobs include finished, unwritten ones).
-        """
-        with self._lock:
-            outstanding = self._outstanding
-        unacknowledged = len(self._held) - outstanding
-        return self.capacity - outstanding - max(0, unacknowledged - MAX_UNACKNOWLEDGED)
-
-    def _timeout(self, next_poll: float, next_watchdog: float | None) -> float:
-        now = time.monotonic()
-        deadlines = [next_poll]
-        if next_watchdog is not None:
-            deadlines.append(next_watchdog)
-        if self._next_deferred is not None and self._free() > 0:
-            # never before a failed claim's backoff ends (a due deferred job would spin)
-            deadlines.append(max(now, self._next_deferred, self._claim_not_before))
-        deadlines.extend(d for d in (j.deadline for j in self._timed_jobs()) if d is not None)
-        for timer in self._timers:
-            due = timer.seconds_until_due()
-            if due is not None:
-                deadlines.append(now + max(0.0, due))
-        if self._claim_not_before > now:
-            deadlines.append(self._claim_not_before)
-        if self._backlog and self._free() >= self.refill_at > self._room():
-            # Waiting for the completer, which does not wake the loop: look again soon.
-            deadlines.append(now + self.completer_flush_interval)
-        hinted = self._hints.deadline()
-        if hinted is not None:
-            deadlines.append(hinted)
-        reconnect = self._listener.seconds_to_reconnect() if self._listener else None
-        if reconnect is not None:
-            deadlines.append(now + reconnect)
-        return max(0.0, min(deadlines) - now)
-
-    def _wanted(self, events: Events) -> bool:
-        if not events.queues:
-            return False
-        return self.queues is None or not events.queues.isdisjoint(self.queues)
-
-    def _free(self) -> int:
-        with self._lock:
-            return self.capacity - self._outstanding
-
-    def _claim(self) -> int:
-        """Lease jobs for the free room; return how many came back."""
-        limit = self.exit_rules.cap(self._room())
-        if limit <= 0:
-            return 0
-        held_before = self._held_count()
-        if self._next_unpark is not None and time.monotonic() >= self._next_unpark:
-            self._unpark_due()
-        claim_started = time.monotonic()
-        params = {"worker_id": self.worker_id, "tasks": self._task_names, "limit": limit,
-                  "lease": self.lease, "queues": self.queues, "claimers": self.claimers}
-        try:
-            with self._pool.connection(timeout=5) as conn:
-                cursor = conn.cursor()
-                # args and kwargs as JSON text, decoded job by job below: psycopg's jsonb
-                # loader raising for one job lost the leases of the whole batch
-                cursor.adapters.register_loader("jsonb", TextLoader)
-                rows = cursor.execute(self._claim_statement, params).fetchall()
-        except Exception as exc:
-            self._claim_failures += 1
-            pause = min(CLAIM_ERROR_BACKOFF_MAX, 0.1 * 2**self._claim_failures)
-            self._claim_not_before = time.monotonic() + pause
-            log.warning("leasing jobs failed (attempt %d, next in %.1fs): %s",
-                        self._claim_failures, pause,
-                        first_line(exc))
-            return 0
-        if self._claim_failures:
-            log.info("leasing jobs works again")
-        if time.monotonic() - claim_started > SLOW_CLAIM:
-            self._parker.nudge()  # maybe walking jobs it cannot take: park them
-        self._claim_failures = 0
-        with self._lock:
-            self._outstanding += len(rows)
-            self._backlog = len(rows) == limit
-        self.exit_rules.claimed(len(rows), held_before)
-        self._claimed_since_vacuum += len(rows)
-        if self._claimed_since_vacuum >= VACUUM_AFTER_CLAIMS:
-            self._vacuum_jobs()
-        tasks = self.tq.tasks
-        worker_id = self.worker_id
-        submit = self._slots.submit
-        add = self._held.add
-        loads = json.loads
-        # rows come in claim order: the slots start them in this order
-        for job_id, task, queue, args_text, kwargs_text, _priority, attempt, max_attempts, \
-                wait_ms in rows:
-            registered = tasks.get(task)
-            held = HeldJob(
-                job_id, task, queue, [], {}, attempt, max_attempts, wait_ms,
-                JobContext(job_id, task, queue, attempt, max_attempts, worker_id),
-                registered.timeout if registered is not None else None,
-            )
-            add(held)
-            # Each job is decoded on its own: one that Python's json refuses (jsonb took
-            # it) fails alone, at once and for good, and the rest of the batch runs.
-            try:
-                held.args = loads(args_text)
-                if kwargs_text is not None:
-                    held.kwargs = loads(kwargs_text)
-            except (ValueError, RecursionError) as exc:
-                self._fail_for_good(held, _undecodable_message(args_text, kwargs_text, exc))
-                continue
-            if registered is None:
-                self._fail_for_good(held, f"LookupError: task {task!r} is not registered in "
-                                          f"worker {worker_id}")
-                continue
-            if held.timeout is not None:
-                self._timed[job_id] = held
-            submit(held)
-        if len(rows) < limit:
-            # A due deferred job the claim did not return (another queue's, or taken by
-            # another worker) must be forgotten now, or the loop would spin until the
-            # rate-limited look-up runs again.
-            self._lookup_deferred(force=self._next_deferred is not None
-                                  and self._next_deferred <= time.monotonic())
-        return len(rows)
-
-    def _fail_for_good(self, job: HeldJob, error: str) -> None:
-        """End a leased job that cannot run here as ``failed``, with no retry: decoding
-        and task look-up would fail the same way at every attempt."""
-        log.error("job %d (%s) failed for good: %s", job.id, job.task[:200],
-                  error.splitlines()[0][:300])
-        job.finished = True
-        self._completer.add(Outcome.discarded(job, error))
-        with self._lock:
-            self._outstanding -= 1
-
-    def _vacuum_jobs(self, after_parking: bool = False) -> None:
-        """Start ``VACUUM (SKIP_LOCKED)`` of the jobs table in a thread of its own (it may
-        take a second on a big table; the main loop never waits for it)."""
-        now = time.monotonic()
-        if self._vacuuming.is_set() or (
-                not after_parking and now - self._last_vacuum < VACUUM_MIN_INTERVAL):
-            return
-        self._claimed_since_vacuum = 0
-        self._last_vacuum = now
-        self._vacuuming.set()
-        # After parking, the parked rows' old entries must go, or every claim steps over
-        # them: wait for a running autovacuum (it is cancelled for us) rather than skip.
-        statement = sql.SQL("VACUUM {}{}.jobs").format(
-            sql.SQL("" if after_parking else "(SKIP_LOCKED) "), sql.Identifier(self.tq.schema))
-
-        def run() -> None:
-            try:
-                kwargs = {"connect_timeout": 5, **self.tq.connection_kwargs(
-                    application_name=self.application_name)}
-                with psycopg.connect(self.tq.conninfo, autocommit=True, **kwargs) as conn:
-                    conn.execute(statement)
-            except Exception as exc:  # maintenance only: the next one may work
-                log.debug("VACUUM of the jobs table failed: %s", exc)
-            finally:
-                self._vacuuming.clear()
-
-        threading.Thread(target=run, name="pgtaskq-vacuum", daemon=True).start()
-
-    def _lookup_deferred(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_deferred_lookup < DEFERRED_LOOKUP_MIN_INTERVAL:
-            return
-        self._last_deferred_lookup = now
-        try:
-            with self._pool.connection(timeout=5) as conn:
-                row = conn.execute(self._next_due_statement,
-                                   {"tasks": self._task_names}).fetchone()
-        except Exception as exc:
-            log.debug("next deferred job look-up failed: %s", exc)
-            return
-        deferred, unpark = row if row else (None, None)
-        now = time.monotonic()
-        self._next_unpark = now + max(0.0, unpark) if unpark is not None else None
-        due = [now + max(0.0, s) for s in (deferred, unpark) if s is not None]
-        self._next_deferred = min(due) if due else None
-
-    def _unpark_due(self) -> None:
-        """Put the due parked jobs of this worker's tasks back in the ready indexes (at
-        start: the jobs of a task no worker ran until now; later: parked future jobs)."""
-        self._next_unpark = None
-        try:
-            with self._pool.connection(timeout=5) as conn:
-                while True:
-                    row = conn.execute(render(self.tq.schema, registry_sql.UNPARK), {
-                        "tasks": self._task_names, "limit": UNPARK_BATCH,
-                        "channel": self.tq.channel}).fetchone()
-                    if row is None or row[0] < UNPARK_BATCH:
-                        break
-        except Exception as exc:
-            log.warning("taking back parked jobs failed: %s", first_line(exc))
-            self._next_unpark = time.monotonic() + self.poll_interval
-
-    def _note_deferred(self, seconds_until: float) -> None:
-        """Called by the completer when it requeued a job (a retry) due in ``seconds_until``
-        (measured on the database's clock, so the hosts' clocks may disagree freely)."""
-        due = time.monotonic() + max(0.0, seconds_until)
-        with self._lock:
-            if self._next_deferred is None or due < self._next_deferred:
-                self._next_deferred = due
-        if seconds_until <= self.poll_interval and self._listener is not None:
-            self._listener.wake()
-
-    def _resolve(self, task_name: str) -> Any:
-        task = self.tq.tasks.get(task_name)
-        return task.func if task is not None else None
-
-    def _on_outcome(self, job: HeldJob, outcome: Outcome) -> None:
-        self._completer.add(outcome)
-        forking.forget(job.id)
-        seconds = outcome.run_ms / 1000
-        with self._lock:
-            average = self._avg_run
-            self._avg_run = seconds if average is None else 0.9 * average + 0.1 * seconds
-            self._outstanding -= 1
-            # One wake-up per refill, not one per finished job: a pipe write and a loop
-            # iteration per job were a large share of the worker's time on short jobs.
-            wake = (self._backlog and not self._wake_sent
-                    and self.capacity - self._outstanding >= self.refill_at)
-            if wake:
-                self._wake_sent = True
-            held_now = self._outstanding
-        if self.exit_rules.active and self.exit_rules.finished(held_now):
-            wake = True
-        if wake and self._listener is not None:
-            self._listener.wake()
-
-    def _apply_cancels(self, events: Events) -> None:
-        """Cancel notifications only name jobs to look up: anyone may NOTIFY (hints.py)."""
-        hinted = set()
-        for job_id, worker_id in events.cancels:
-            job = self._held.get(job_id) if worker_id == self.worker_id else None
-            if job is not None and not job.finished and not job.context.cancel_requested:
-                hinted.add(job_id)
-        if hinted:
-            self._hints.hint_cancel(hinted)
-        due = self._hints.cancels_to_check(time.monotonic())
-        if due:
-            self._poll_cancel_requests(due)
-
-    def _poll_cancel_requests(self, only: set[int] | None = None) -> None:
-        """Ask the database which held jobs really have ``cancel_requested``; cancel those."""
-        running = [job for job in self._held if not job.finished
-                   and (only is None or job.id in only)]
-        if not running:
-            return
-        try:
-            with self._pool.connection(timeout=5) as conn:
-                rows = conn.execute(render(self.tq.schema, worker_sql.CANCEL_REQUESTED), {
-                    "ids": [job.id for job in running], "worker_id": self.worker_id,
-                }).fetchall()
-        except Exception as exc:
-            log.debug("cancel poll failed: %s", exc)
-            return
-        for (job_id,) in rows:
-            job = self._held.get(job_id)
-            if job is not None and not job.context.cancel_requested:
-                log.info("job %d (%s): cancel requested", job.id, job.task)
-                job.context.request_cancel()
-
-    def _timed_jobs(self) -> list[HeldJob]:
-        """Held jobs that have a timeout, forgetting finished ones.
-
-        Most tasks have no timeout; looking only at those that do keeps the main loop's
-        per-iteration work independent of how many jobs are held.
-        """
-        if not self._timed:
-            return []
-        for job_id in [i for i, j in self._timed.items() if j.finished]:
-            del self._timed[job_id]
-        return list(self._timed.values())
-
-    def _enforce_timeouts(self, now: float) -> None:
-        for job in self._timed_jobs():
-            deadline = job.deadline
-            if deadline is not None and now >= deadline and not job.context.timed_out:
-                job.context.timed_out = True
-                job.context.request_cancel()
-                log.warning("job %d (%s) exceeded its timeout of %ss; its cancel event is "
-                            "set and the attempt will count as failed. Its slot stays busy "
-                            "until the function returns", job.id, job.task, job.timeout)

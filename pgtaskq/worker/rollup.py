@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pgtaskq import histogram
 
 if TYPE_CHECKING:
-    from pgtaskq.worker.completer import Outcome
+    from pgtaskq.worker.outcome import Outcome
 
 
 def params(batch: Sequence[Outcome]) -> dict[str, Any]:

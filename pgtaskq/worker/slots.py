@@ -21,15 +21,19 @@ import time
 import traceback
 from collections.abc import Callable
 from types import CoroutineType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgtaskq import forking, storable
 from pgtaskq.context import JobContext, set_current
 from pgtaskq.errors import Cancelled, FinalFailure, Retry
 from pgtaskq.hooks import JobHooks
-from pgtaskq.worker.completer import Outcome
 from pgtaskq.worker.coroutines import run_to_completion
 from pgtaskq.worker.held import HeldJob
+from pgtaskq.worker.outcome import Outcome
+
+if TYPE_CHECKING:
+    from pgtaskq.worker.capacity import Capacity
+    from pgtaskq.worker.completer import Completer
 
 log = logging.getLogger("pgtaskq.worker")
 
@@ -42,16 +46,19 @@ class Slots:
     def __init__(
         self,
         concurrency: int,
-        resolve: Callable[[str], Callable[..., Any] | None],
         middlewares: list[JobMiddleware],
-        on_outcome: Callable[[HeldJob, Outcome], None],
-        hooks: JobHooks | None = None,
+        hooks: JobHooks | None,
+        *,
+        completer: Completer,
+        capacity: Capacity,
+        wake: Callable[[], None],
     ) -> None:
         self.concurrency = concurrency
-        self._resolve = resolve
         self._middlewares = middlewares
-        self._on_outcome = on_outcome
         self._hooks = hooks
+        self._completer = completer
+        self._capacity = capacity
+        self._wake = wake
         self._handoff: queue.SimpleQueue[HeldJob | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._loop, name=f"pgtaskq-slot-{n}", daemon=True)
@@ -104,7 +111,7 @@ class Slots:
             with self._lock:
                 self._busy += 1
             try:
-                outcome = self.run_one(job)
+                outcome = run_attempt(job, self._middlewares, self._hooks)
             except BaseException:  # a bug here must cost the job, never the slot
                 log.exception("slot failed to run job %d (%s)", job.id, job.task)
                 outcome = Outcome.failed(job, traceback.format_exc())
@@ -113,78 +120,85 @@ class Slots:
                     self._busy -= 1
             job.finished = True
             try:
-                self._on_outcome(job, outcome)
+                # straight to the completer, and the capacity back to the main loop
+                self._completer.add(outcome)
+                forking.forget(job.id)
+                if self._capacity.finished(outcome.run_ms / 1000):
+                    self._wake()
             except Exception:  # pragma: no cover - the completer's queue does not fail
                 log.exception("could not record the outcome of job %d", job.id)
 
-    def run_one(self, job: HeldJob) -> Outcome:
-        """Run ``job`` in the calling thread and return how it ended (never raises for
-        what the task does). The slot threads call it; so does an inline test run."""
-        context = job.context
-        if context.cancel_requested and not context.timed_out:
-            # Cancelled while it waited for a slot (prefetched): never start it.
-            return Outcome.cancelled(job, "Cancelled: cancel requested before the job started")
-        func = self._resolve(job.task)
-        debug = log.isEnabledFor(logging.DEBUG)
-        if debug:
-            log.debug("job %d (%s) attempt %d/%d started", job.id, job.task, job.attempt,
-                      job.max_attempts, extra=_job_fields(job))
-        job.running_since = time.monotonic()
-        set_current(context)
-        try:
-            outcome, error, result = self._call(job, func)
-            if self._hooks:
-                self._hooks.fire(context, outcome.kind, error, result)
-        finally:
-            set_current(None)
-        if debug or outcome.kind in ("failed", "retry", "discarded"):
-            _log_outcome(job, outcome, error)
-        return outcome
 
-    def _call(self, job: HeldJob, func: Callable[..., Any] | None
-              ) -> tuple[Outcome, BaseException | None, Any]:
-        """Run the middlewares and the task: (outcome, what it raised, what it returned)."""
-        context = job.context
+def run_attempt(job: HeldJob, middlewares: list[JobMiddleware],
+                hooks: JobHooks | None) -> Outcome:
+    """Run ``job`` in the calling thread and return how it ended (never raises for what
+    the task does). The slot threads call it; so does an inline test run."""
+    context = job.context
+    if context.cancel_requested and not context.timed_out:
+        # Cancelled while it waited for a slot (prefetched): never start it.
+        return Outcome.cancelled(job, "Cancelled: cancel requested before the job started")
+    debug = log.isEnabledFor(logging.DEBUG)
+    if debug:
+        log.debug("job %d (%s) attempt %d/%d started", job.id, job.task, job.attempt,
+                  job.max_attempts, extra=_job_fields(job))
+    job.running_since = time.monotonic()
+    set_current(context)
+    try:
+        outcome, error, result = _call(job, middlewares)
+        if hooks:
+            hooks.fire(context, outcome.kind, error, result)
+    finally:
+        set_current(None)
+    if debug or outcome.kind in ("failed", "retry", "discarded"):
+        _log_outcome(job, outcome, error)
+    return outcome
+
+
+def _call(job: HeldJob, middlewares: list[JobMiddleware]
+          ) -> tuple[Outcome, BaseException | None, Any]:
+    """Run the middlewares and the task: (outcome, what it raised, what it returned)."""
+    context = job.context
+    func = job.func
+    try:
+        if func is None:  # the worker checks this at the claim; defensive
+            return (Outcome.discarded(job, f"LookupError: task {job.task!r} is not "
+                                           "registered in this worker"), None, None)
+        call: Callable[[], Any] = lambda: _completed(  # noqa: E731
+            func(*job.args, **job.kwargs), context)
+        for middleware in reversed(middlewares):
+            call = _wrap(middleware, context, call)
         try:
-            if func is None:  # the worker checks this at the claim; defensive
-                return (Outcome.discarded(job, f"LookupError: task {job.task!r} is not "
-                                               "registered in this worker"), None, None)
-            call: Callable[[], Any] = lambda: _completed(  # noqa: E731
-                func(*job.args, **job.kwargs), context)
-            for middleware in reversed(self._middlewares):
-                call = _wrap(middleware, context, call)
-            try:
-                result = call()
-            except BaseException:
-                if forking.in_forked_child():  # a child the task forked fell back here
-                    forking.leave_child(job.id, job.task, failed=True)
-                raise
-            if forking.in_forked_child():
-                forking.leave_child(job.id, job.task, failed=False)
-        except Retry as exc:
-            if context.timed_out:
-                return _timed_out(job)
-            return Outcome.retry(job, exc.delay, f"Retry: {exc}"), exc, None
-        except Cancelled as exc:
-            if context.timed_out:
-                return _timed_out(job)
-            return Outcome.cancelled(job, f"Cancelled: {exc}"), exc, None
-        except FinalFailure as exc:
-            if context.timed_out:
-                return _timed_out(job)
-            cause = exc.__cause__ or exc
-            return (Outcome.discarded(job, "".join(traceback.format_exception(cause))),
-                    cause, None)
-        except BaseException as exc:
-            if context.timed_out:
-                return _timed_out(job)
-            if context.cancel_requested:
-                return (Outcome.cancelled(job, f"cancelled: {type(exc).__name__}: {exc}"),
-                        exc, None)
-            return Outcome.failed(job, traceback.format_exc()), exc, None
+            result = call()
+        except BaseException:
+            if forking.in_forked_child():  # a child the task forked fell back here
+                forking.leave_child(job.id, job.task, failed=True)
+            raise
+        if forking.in_forked_child():
+            forking.leave_child(job.id, job.task, failed=False)
+    except Retry as exc:
         if context.timed_out:
             return _timed_out(job)
-        return Outcome.succeeded(job, _result_json(job, result)), None, result
+        return Outcome.retry(job, exc.delay, f"Retry: {exc}"), exc, None
+    except Cancelled as exc:
+        if context.timed_out:
+            return _timed_out(job)
+        return Outcome.cancelled(job, f"Cancelled: {exc}"), exc, None
+    except FinalFailure as exc:
+        if context.timed_out:
+            return _timed_out(job)
+        cause = exc.__cause__ or exc
+        return (Outcome.discarded(job, "".join(traceback.format_exception(cause))),
+                cause, None)
+    except BaseException as exc:
+        if context.timed_out:
+            return _timed_out(job)
+        if context.cancel_requested:
+            return (Outcome.cancelled(job, f"cancelled: {type(exc).__name__}: {exc}"),
+                    exc, None)
+        return Outcome.failed(job, traceback.format_exc()), exc, None
+    if context.timed_out:
+        return _timed_out(job)
+    return Outcome.succeeded(job, _result_json(job, result)), None, result
 
 
 def _job_fields(job: HeldJob, **more: Any) -> dict[str, Any]:

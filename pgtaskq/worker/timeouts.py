@@ -1,0 +1,49 @@
+"""Task timeouts: the held jobs that have one, and what happens when it passes.
+
+A timed-out job's cancel event is set and its attempt will count as failed, but its slot
+stays busy until the function returns: a thread cannot be killed. Most tasks have no
+timeout; looking only at those that do keeps the main loop's per-iteration work
+independent of how many jobs are held. Main thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pgtaskq.worker.held import HeldJob
+
+log = logging.getLogger("pgtaskq.worker")
+
+
+class Timeouts:
+    """The held jobs with a timeout, until they finish."""
+
+    def __init__(self) -> None:
+        self._timed: dict[int, HeldJob] = {}
+
+    def watch(self, job: HeldJob) -> None:
+        self._timed[job.id] = job
+
+    def jobs(self) -> list[HeldJob]:
+        """Held jobs that have a timeout, forgetting finished ones."""
+        if not self._timed:
+            return []
+        for job_id in [i for i, j in self._timed.items() if j.finished]:
+            del self._timed[job_id]
+        return list(self._timed.values())
+
+    def deadlines(self) -> list[float]:
+        """Monotonic times at which a running job's timeout passes."""
+        return [d for d in (job.deadline for job in self.jobs()) if d is not None]
+
+    def enforce(self, now: float) -> None:
+        for job in self.jobs():
+            deadline = job.deadline
+            if deadline is not None and now >= deadline and not job.context.timed_out:
+                job.context.timed_out = True
+                job.context.request_cancel()
+                log.warning("job %d (%s) exceeded its timeout of %ss; its cancel event is "
+                            "set and the attempt will count as failed. Its slot stays busy "
+                            "until the function returns", job.id, job.task, job.timeout)

@@ -28,10 +28,15 @@ WITH live AS MATERIALIZED (""" + LIVE_TASKS + """
     ORDER BY j.priority DESC, j.run_at, j.id
     LIMIT %(window)s
 ), blocking AS MATERIALIZED (
+    -- the window's rows by primary key. With the statistics expecting few ready jobs (taken
+    -- while most were parked), a join or IN of head with jobs was planned as a walk of the
+    -- whole ready index, once per head row: 20,000 x 1,000 rows, seconds of CPU per sweep.
+    -- "parked IS FALSE" (the column is NOT NULL: the same as NOT parked) does not match the
+    -- ready indexes' predicate, which leaves the planner the primary key alone.
     SELECT j.id FROM {schema}.jobs AS j
-    WHERE j.id IN (SELECT h.id FROM head AS h
-                   WHERE h.run_at > now() OR h.task NOT IN (SELECT task FROM live))
-      AND j.status = 'queued' AND NOT j.parked
+    WHERE j.id = ANY (ARRAY(SELECT h.id FROM head AS h
+                            WHERE h.run_at > now() OR h.task NOT IN (SELECT task FROM live)))
+      AND j.status = 'queued' AND j.parked IS FALSE
     ORDER BY j.id
     FOR UPDATE SKIP LOCKED
 ), parked AS (

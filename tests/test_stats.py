@@ -232,6 +232,12 @@ def test_large_table_is_estimated_and_says_so(tq, db, monkeypatch):
     assert "~2,500" in text.output and "estimate" in text.output
 
 
+def _as_from_a_shell() -> None:
+    """In the child: SIGINT as an interactive shell leaves it. A test run started in the
+    background (nohup, ``cmd &``) ignores SIGINT, and the child would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli_env(dsn, schema):
     return {**os.environ, "PGTASKQ_DSN": dsn, "PGTASKQ_SCHEMA": schema,
             "PYTHONPATH": os.pathsep.join([TESTS_DIR, os.environ.get("PYTHONPATH", "")])}
@@ -245,6 +251,7 @@ def test_watch_redraws_in_a_terminal_until_interrupted(tq, pgtaskq_dsn, interrup
     def controlling_terminal() -> None:  # in the child: a session whose terminal is the pty
         os.setsid()
         fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+        _as_from_a_shell()
 
     process = subprocess.Popen(
         [sys.executable, "-m", "pgtaskq", "stats", "--watch", "0.2"],
@@ -284,7 +291,8 @@ def test_watch_redraws_in_a_terminal_until_interrupted(tq, pgtaskq_dsn, interrup
 def test_watch_without_a_terminal_appends_plain_frames(tq, pgtaskq_dsn):
     process = subprocess.Popen(
         [sys.executable, "-m", "pgtaskq", "stats", "--watch", "0.2", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_cli_env(pgtaskq_dsn, tq.schema))
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_cli_env(pgtaskq_dsn, tq.schema),
+        preexec_fn=_as_from_a_shell)
     try:
         lines = [process.stdout.readline() for _ in range(2)]
         process.send_signal(signal.SIGINT)
@@ -308,7 +316,8 @@ def test_stats_user_errors_are_one_line(pgtaskq_dsn, schema_name):
 def test_watch_survives_a_killed_connection(tq, db, pgtaskq_dsn):
     process = subprocess.Popen(
         [sys.executable, "-m", "pgtaskq", "stats", "--watch", "0.2", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_cli_env(pgtaskq_dsn, tq.schema))
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_cli_env(pgtaskq_dsn, tq.schema),
+        preexec_fn=_as_from_a_shell)
     try:
         assert json.loads(process.stdout.readline())["total"]["ready"] == 0
         killed = db.execute(

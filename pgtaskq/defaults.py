@@ -1,7 +1,10 @@
 """Default settings, one constant each, in one place so the docs and the code agree.
 
-Every value here can be overridden: per task (``@tq.task(...)``), per enqueue
-(``.using(...)``) or per worker (``Worker(...)`` and ``pgtaskq worker`` options).
+Every value here can be overridden: per queue (``TaskQueue(...)``, the DSN), per task
+(``@tq.task(...)``), per enqueue (``.using(...)``) or per worker (``Worker(...)`` and the
+``pgtaskq worker`` options, both derived from ``pgtaskq.worker.config.WorkerConfig``),
+except WORKER_LOST_AFTER_BEATS and WORKER_LOST_AFTER_MIN: every reader of the workers
+table (``stats``, ``check``, the parker) must judge a worker lost alike, so they are fixed.
 Times are in seconds.
 """
 

@@ -8,16 +8,22 @@ imported, or is not a TaskQueue, is a one-line error with exit status 2.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
-from pgtaskq import defaults, logs
+from pgtaskq import logs
 from pgtaskq.cli.context import CliContext, one_line, pass_cli
 from pgtaskq.cli.duration import DURATION, Seconds
 from pgtaskq.queue import TaskQueue
+from pgtaskq.worker import config
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def load_app(app: str) -> TaskQueue:
@@ -47,51 +53,47 @@ def load_app(app: str) -> TaskQueue:
     return value
 
 
+_TYPES: dict[str, Any] = {
+    "count": click.IntRange(min=1),
+    "count0": click.IntRange(min=0),
+    "seconds": Seconds(min=0, min_open=True),
+    "seconds0": Seconds(min=0),
+    "duration": DURATION,
+    "mib": click.FloatRange(min=0, min_open=True),
+    "text": None,
+}
+
+
+def _option(declared: dataclasses.Field) -> Callable[[F], F]:
+    """The click option of one ``WorkerConfig`` setting."""
+    meta = declared.metadata
+    kind = meta["kind"]
+    kwargs: dict[str, Any] = {"help": meta["help"] or None}
+    if kind == "queues":
+        decls = [*meta["flags"], "--queue", declared.name]
+        kwargs["multiple"] = True
+    else:
+        decls = [*meta["flags"], "--" + declared.name.replace("_", "-")]
+        if kind == "flag":
+            kwargs["is_flag"] = True
+        else:
+            kwargs.update(type=_TYPES[kind], default=declared.default,
+                          show_default=declared.default is not None)
+    kwargs.update(meta["cli_extra"])
+    return click.option(*decls, **kwargs)
+
+
+def worker_settings(command: F) -> F:
+    """Every command-line setting of ``WorkerConfig`` as an option, in declaration order."""
+    for declared in reversed(list(config.declarations())):
+        if declared.metadata["cli"]:
+            command = _option(declared)(command)
+    return command
+
+
 @click.command("worker")
 @click.argument("app")
-@click.option("-c", "--concurrency", type=click.IntRange(min=1),
-              default=defaults.CONCURRENCY, show_default=True, help="Slot threads.")
-@click.option("-q", "--queue", "queues", multiple=True, metavar="QUEUE",
-              help="Serve only this queue (repeatable); default: all queues.")
-@click.option("--poll-interval", type=Seconds(min=0, min_open=True),
-              default=defaults.POLL_INTERVAL, show_default=True,
-              help="Seconds between polls when no NOTIFY arrives.")
-@click.option("--poll-only", is_flag=True, help="Do not LISTEN (e.g. behind PgBouncer).")
-@click.option("--listen-dsn", metavar="DSN", envvar="PGTASKQ_LISTEN_DSN",
-              help="Direct DSN for LISTEN when --dsn goes through a transaction pooler "
-                   "(default $PGTASKQ_LISTEN_DSN: keeps its password out of `ps`).")
-@click.option("--grace", type=Seconds(min=0), default=defaults.GRACE,
-              show_default=True, help="Seconds running jobs get to finish on SIGTERM.")
-@click.option("--lease", type=Seconds(min=0, min_open=True), default=defaults.LEASE,
-              show_default=True, help="Seconds a lease lasts without a heartbeat.")
-@click.option("--claimers", type=click.IntRange(min=0), default=defaults.CLAIMERS,
-              show_default=True,
-              help="Workers of the same queues that may lease jobs at the same moment; the "
-                   "others wait for a turn (0: no limit). Give all of them the same value.")
-@click.option("--heartbeat-interval", type=Seconds(min=0, min_open=True),
-              default=defaults.HEARTBEAT_INTERVAL, show_default=True)
-@click.option("--rescue-interval", type=Seconds(min=0, min_open=True),
-              default=defaults.RESCUE_INTERVAL, show_default=True,
-              help="Seconds between looks for jobs of dead workers.")
-@click.option("--prefetch", type=click.IntRange(min=0), default=None,
-              show_default="adaptive",
-              help="Jobs leased beyond the free slots (they wait for a slot). Default: as "
-                   "many as start within 50 ms at the recent job duration, up to 32 per slot.")
-@click.option("--backoff-base", type=Seconds(min=0, min_open=True),
-              default=defaults.BACKOFF_BASE, show_default=True,
-              help="Seconds before the first automatic retry; doubles per attempt.")
-@click.option("--backoff-cap", type=Seconds(min=0, min_open=True),
-              default=defaults.BACKOFF_CAP, show_default=True)
-@click.option("--keep-succeeded", type=DURATION, default=defaults.KEEP_SUCCEEDED,
-              show_default="1d", help="Keep succeeded jobs' history this long (90s, 3h, 2d).")
-@click.option("--keep-failed", type=DURATION, default=defaults.KEEP_FAILED,
-              show_default="7d", help="Keep failed and cancelled jobs' history this long.")
-@click.option("--burst", is_flag=True,
-              help="Run the jobs that are due, then exit 0 (CI, cron, one-off drains).")
-@click.option("--max-jobs", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Exit 0 after N jobs, to be restarted by the supervisor.")
-@click.option("--max-memory", type=click.FloatRange(min=0, min_open=True), default=None,
-              metavar="MB", help="Exit 0 once resident memory passes MB MiB (leaky tasks).")
+@worker_settings
 @click.option("--reload", is_flag=True,
               help="Restart when a loaded source file changes (development).")
 @click.option("--log-level", default=None, show_default="INFO, or the application's",
@@ -105,14 +107,9 @@ def load_app(app: str) -> TaskQueue:
                    "when the application has not configured logging.")
 @pass_cli
 @click.pass_context
-def worker_command(ctx: click.Context, cli_context: CliContext, app: str, concurrency: int,
-                   queues: tuple[str, ...], poll_interval: float, poll_only: bool,
-                   listen_dsn: str | None, grace: float, lease: float, claimers: int,
-                   heartbeat_interval: float, rescue_interval: float, prefetch: int | None,
-                   backoff_base: float, backoff_cap: float, keep_succeeded: float,
-                   keep_failed: float, burst: bool, max_jobs: int | None,
-                   max_memory: float | None, reload: bool, log_level: str | None,
-                   log_format: str, configure_logging: bool | None) -> None:
+def worker_command(ctx: click.Context, cli_context: CliContext, app: str, reload: bool,
+                   log_level: str | None, log_format: str, configure_logging: bool | None,
+                   **settings: Any) -> None:
     """Run jobs of the TaskQueue APP (module:attribute) until SIGTERM/SIGINT."""
     from pgtaskq.worker import Worker
 
@@ -130,15 +127,8 @@ def worker_command(ctx: click.Context, cli_context: CliContext, app: str, concur
             overrides["prepare"] = False
         if overrides:
             tq.reconfigure(**overrides)
-    worker = Worker(
-        tq, concurrency=concurrency, queues=list(queues) or None,
-        poll_interval=poll_interval, poll_only=poll_only, listen_dsn=listen_dsn,
-        grace=grace, lease=lease, claimers=claimers, heartbeat_interval=heartbeat_interval,
-        rescue_interval=rescue_interval, prefetch=prefetch,
-        backoff_base=backoff_base, backoff_cap=backoff_cap,
-        keep_succeeded=keep_succeeded, keep_failed=keep_failed,
-        burst=burst, max_jobs=max_jobs, max_memory=max_memory,
-    )
+    settings["queues"] = list(settings["queues"]) or None
+    worker = Worker(tq, **settings)
     if not reload:
         worker.run()
         return

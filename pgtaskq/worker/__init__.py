@@ -9,4 +9,19 @@ imports this package: a web process that only enqueues does not load threads, si
 handling or the slot machinery.
 """
 
-from pgtaskq.worker.main import Worker as Worker
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pgtaskq.worker.main import Worker as Worker
+
+
+def __getattr__(name: str) -> object:
+    # Lazy, so that the command line can read the worker's settings (``config``) without
+    # loading the worker itself.
+    if name == "Worker":
+        from pgtaskq.worker.main import Worker
+
+        return Worker
+    raise AttributeError(f"module 'pgtaskq.worker' has no attribute {name!r}")

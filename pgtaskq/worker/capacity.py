@@ -28,7 +28,8 @@ MAX_UNACKNOWLEDGED = 2 * defaults.COMPLETER_BATCH_SIZE
 stops leasing. Without this bound a worker whose jobs finish faster than its completer
 writes them keeps leasing: the finished-but-running rows pile up (14,000 in a 20,000-job
 drain), every COMPLETE and heartbeat then works through all of them, and acknowledgements
-fell to ~100 jobs/s for a minute after the jobs themselves had run."""
+fell to ~100 jobs/s for a minute after the jobs themselves had run. (The default: the
+worker passes twice its completer's batch size.)"""
 
 
 class Capacity:
@@ -37,12 +38,14 @@ class Capacity:
 
     def __init__(self, concurrency: int, prefetch: int | None = None, *,
                  held: Callable[[], int] = lambda: 0,
+                 max_unacknowledged: int = MAX_UNACKNOWLEDGED,
                  on_finished: Callable[[int], bool] | None = None) -> None:
         self.concurrency = concurrency
         self.prefetch = prefetch
         """Fixed prefetch, or None: adaptive, up to ``PREFETCH_MAX_PER_SLOT`` per slot."""
         self._held = held
         """Jobs held now, finished-but-unwritten ones included (``len(HeldJobs)``)."""
+        self._max_unacknowledged = max_unacknowledged
         self._on_finished = on_finished
         """Told the jobs still outstanding after each finished one; True wakes the main
         loop (an exit rule may hold now: ``ExitRules.finished``)."""
@@ -110,7 +113,7 @@ class Capacity:
         with self._lock:
             outstanding = self._outstanding
         unacknowledged = self._held() - outstanding
-        return self.total - outstanding - max(0, unacknowledged - MAX_UNACKNOWLEDGED)
+        return self.total - outstanding - max(0, unacknowledged - self._max_unacknowledged)
 
     # -- decisions ----------------------------------------------------------------------
 

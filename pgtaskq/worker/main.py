@@ -27,10 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg_pool import PoolTimeout
 
-from pgtaskq import defaults, embedded, forking, options
+from pgtaskq import embedded, forking
 from pgtaskq._version import __version__
 from pgtaskq.errors import ConfigurationError
-from pgtaskq.options import check_queue
 from pgtaskq.pool import LivenessCheck, open_pool
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
@@ -39,6 +38,7 @@ from pgtaskq.worker.cancels import Cancels
 from pgtaskq.worker.capacity import Capacity
 from pgtaskq.worker.claimer import Claimer
 from pgtaskq.worker.completer import Completer
+from pgtaskq.worker.config import WorkerConfig
 from pgtaskq.worker.due import DueTimes
 from pgtaskq.worker.exit_rules import ExitRules
 from pgtaskq.worker.heartbeat import Heartbeat
@@ -64,85 +64,27 @@ HAND_BACK_DELAY = 1.0
 worker starts them while this process's threads may still be inside them."""
 
 
-def _positive(name: str, value: float) -> float:
-    """A finite number > 0 (NaN or infinity would reach a thread's wait() and kill it)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigurationError(f"{name} must be a positive number, got {value!r}")
-    return options.check_seconds(name, value)
-
-
 class Worker:
-    """Runs the jobs of a TaskQueue: ``Worker(tq, concurrency=8).run()``."""
+    """Runs the jobs of a TaskQueue: ``Worker(tq, concurrency=8).run()``.
 
-    def __init__(
-        self,
-        tq: TaskQueue,
-        concurrency: int = defaults.CONCURRENCY,
-        queues: list[str] | tuple[str, ...] | None = None,
-        *,
-        poll_interval: float = defaults.POLL_INTERVAL,
-        lease: float = defaults.LEASE,
-        claimers: int = defaults.CLAIMERS,
-        heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
-        rescue_interval: float = defaults.RESCUE_INTERVAL,
-        grace: float = defaults.GRACE,
-        prefetch: int | None = None,
-        poll_only: bool = False,
-        listen_dsn: str | None = None,
-        backoff_base: float = defaults.BACKOFF_BASE,
-        backoff_cap: float = defaults.BACKOFF_CAP,
-        completer_flush_interval: float = defaults.COMPLETER_FLUSH_INTERVAL,
-        install_signal_handlers: bool = True,
-        keep_succeeded: float = defaults.KEEP_SUCCEEDED,
-        keep_failed: float = defaults.KEEP_FAILED,
-        prune_interval: float = defaults.PRUNE_INTERVAL,
-        burst: bool = False,
-        max_jobs: int | None = None,
-        max_memory: float | None = None,
-    ) -> None:
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
-        if isinstance(claimers, bool) or not isinstance(claimers, int) or claimers < 0:
-            raise ConfigurationError(f"claimers must be an int >= 0, got {claimers!r}")
-        if prefetch is not None and (
-                isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0):
-            raise ConfigurationError(f"prefetch must be an int >= 0 or None, got {prefetch!r}")
+    Its settings are ``WorkerConfig``'s fields, given as keyword arguments (or as
+    ``config=``, which keyword arguments then override); they are checked here, before
+    anything connects, and readable as ``worker.config``.
+    """
+
+    def __init__(self, tq: TaskQueue, concurrency: int | None = None,
+                 queues: list[str] | tuple[str, ...] | None = None, *,
+                 config: WorkerConfig | None = None, **settings: Any) -> None:
+        if concurrency is not None:
+            settings["concurrency"] = concurrency
+        if queues is not None:
+            settings["queues"] = queues
         self.tq = tq
-        self.concurrency = concurrency
-        self.queues = sorted({check_queue(q) for q in queues}) if queues else None
-        self.poll_interval = _positive("poll_interval", poll_interval)
-        self.lease = _positive("lease", lease)
-        self.claimers = claimers
-        self.heartbeat_interval = _positive("heartbeat_interval", heartbeat_interval)
-        if self.heartbeat_interval >= self.lease:
-            raise ConfigurationError(
-                f"heartbeat_interval ({heartbeat_interval}s) must be shorter than the lease "
-                f"({lease}s), or every lease would expire between two heartbeats"
-            )
-        self.rescue_interval = _positive("rescue_interval", rescue_interval)
-        self.grace = options.check_seconds("grace", grace, zero_ok=True)
-        self.prefetch = prefetch
-        """Fixed prefetch, or None: adaptive (``pgtaskq.worker.capacity``)."""
-        self.poll_only = poll_only
-        self.listen_dsn = listen_dsn
-        self.backoff_base = _positive("backoff_base", backoff_base)
-        self.backoff_cap = _positive("backoff_cap", backoff_cap)
-        self.completer_flush_interval = _positive("completer_flush_interval",
-                                                  completer_flush_interval)
-        self.install_signal_handlers = install_signal_handlers
-        self.keep_succeeded = _positive("keep_succeeded", keep_succeeded)
-        self.keep_failed = _positive("keep_failed", keep_failed)
-        self.prune_interval = _positive("prune_interval", prune_interval)
-        if max_jobs is not None and (
-                isinstance(max_jobs, bool) or not isinstance(max_jobs, int) or max_jobs < 1):
-            raise ConfigurationError(f"max_jobs must be an int >= 1 or None, got {max_jobs!r}")
-        self.exit_rules = ExitRules(
-            burst=bool(burst), max_jobs=max_jobs,
-            max_memory_mib=None if max_memory is None else _positive("max_memory", max_memory),
-        )
+        self.config = config.replace(**settings) if config else WorkerConfig(**settings)
+        self.exit_rules = ExitRules(burst=self.config.burst, max_jobs=self.config.max_jobs,
+                                    max_memory_mib=self.config.max_memory)
         """``burst``, ``max_jobs``, ``max_memory`` (MiB): stop by itself (``exit_rules``)."""
         self.worker_id: int | None = None
-
         self._stop_requested = threading.Event()
         self._interrupts = 0
         self._listener: Listener | None = None
@@ -195,55 +137,58 @@ class Worker:
     # -- life cycle ---------------------------------------------------------------------
 
     def _run_with_pool(self, conninfo: str) -> None:
-        schema, tq = self.tq.schema, self.tq
+        schema, tq, config = self.tq.schema, self.tq, self.config
         with self._pool.connection(timeout=30) as conn:
             row = conn.execute(render(schema, worker_sql.REGISTER_WORKER), {
-                "host": socket.gethostname(), "pid": os.getpid(), "queues": self.queues,
-                "concurrency": self.concurrency, "version": __version__,
-                "heartbeat_interval": self.heartbeat_interval,
+                "host": socket.gethostname(), "pid": os.getpid(), "queues": config.queues,
+                "concurrency": config.concurrency, "version": __version__,
+                "heartbeat_interval": config.heartbeat_interval,
             }).fetchone()
         assert row is not None
         self.worker_id = worker_id = int(row[0])
         self._publish_tasks()
         connect_kwargs = tq.connection_kwargs(application_name=self.application_name)
-        listen_conninfo = None if self.poll_only else (
-            embedded.resolve(self.listen_dsn) if self.listen_dsn else conninfo)
+        listen_conninfo = None if config.poll_only else (
+            embedded.resolve(config.listen_dsn) if config.listen_dsn else conninfo)
         self._listener = listener = Listener(listen_conninfo, tq.channel,
                                              connect_kwargs=connect_kwargs)
         self._held = held = HeldJobs()
         capacity = Capacity(
-            self.concurrency, self.prefetch, held=held.__len__,
+            config.concurrency, config.prefetch, held=held.__len__,
+            max_unacknowledged=2 * config.completer_batch_size,
             on_finished=self.exit_rules.finished if self.exit_rules.active else None)
         due = DueTimes(self._pool, schema, tq.channel, self._task_names,
-                       poll_interval=self.poll_interval, wake=listener.wake)
+                       poll_interval=config.poll_interval, wake=listener.wake)
         self._completer = completer = Completer(
             self._pool, schema, worker_id, held,
-            flush_interval=self.completer_flush_interval,
-            backoff_base=self.backoff_base, backoff_cap=self.backoff_cap,
+            flush_interval=config.completer_flush_interval,
+            batch_size=config.completer_batch_size,
+            backoff_base=config.backoff_base, backoff_cap=config.backoff_cap,
             on_requeued=due.requeued,
         )
-        self._slots = slots = Slots(self.concurrency, tq.job_middlewares, tq.job_hooks,
+        self._slots = slots = Slots(config.concurrency, tq.job_middlewares, tq.job_hooks,
                                     completer=completer, capacity=capacity,
                                     wake=listener.wake)
         vacuum = JobsVacuum(tq.conninfo, schema, connect_kwargs)
         self._threads = threads = [
-            Heartbeat(self._pool, schema, worker_id, held, interval=self.heartbeat_interval,
-                      lease=self.lease, busy_slots=lambda: slots.busy),
-            Rescuer(self._pool, schema, tq.channel, interval=self.rescue_interval),
-            parker := Parker(self._pool, schema, interval=self.rescue_interval,
+            Heartbeat(self._pool, schema, worker_id, held, interval=config.heartbeat_interval,
+                      lease=config.lease, busy_slots=lambda: slots.busy),
+            Rescuer(self._pool, schema, tq.channel, interval=config.rescue_interval),
+            parker := Parker(self._pool, schema, interval=config.rescue_interval,
                              vacuum=vacuum.after_parking),
-            Pruner(self._pool, schema, keep_succeeded=self.keep_succeeded,
-                   keep_failed=self.keep_failed, interval=self.prune_interval),
+            Pruner(self._pool, schema, keep_succeeded=config.keep_succeeded,
+                   keep_failed=config.keep_failed, keep_stats=config.keep_stats,
+                   interval=config.prune_interval, batch=config.prune_batch),
         ]
         hints = NotificationHints()
         timeouts = Timeouts()
         loop = MainLoop(
-            worker_id=worker_id, queues=self.queues, poll_interval=self.poll_interval,
-            completer_flush_interval=self.completer_flush_interval,
+            worker_id=worker_id, queues=config.queues, poll_interval=config.poll_interval,
+            completer_flush_interval=config.completer_flush_interval,
             stop=self._stop_requested, listener=listener, hints=hints, capacity=capacity,
             claimer=Claimer(
-                self._pool, tq, worker_id, tasks=self._task_names, queues=self.queues,
-                lease=self.lease, claimers=self.claimers, capacity=capacity, held=held,
+                self._pool, tq, worker_id, tasks=self._task_names, queues=config.queues,
+                lease=config.lease, claimers=config.claimers, capacity=capacity, held=held,
                 slots=slots, completer=completer, exit_rules=self.exit_rules, due=due,
                 timeouts=timeouts, parker=parker, vacuum=vacuum),
             due=due, cancels=Cancels(self._pool, schema, worker_id, held, hints),
@@ -261,9 +206,9 @@ class Worker:
                 listener.connect()
             systemd.notify("READY=1\nSTATUS=processing jobs")
             log.info("worker %d ready: pid %d, concurrency %d, queues %s, %d tasks, %s",
-                     worker_id, os.getpid(), self.concurrency,
-                     ",".join(self.queues) if self.queues else "all", len(self._task_names),
-                     "poll-only" if self.poll_only else
+                     worker_id, os.getpid(), config.concurrency,
+                     ",".join(config.queues) if config.queues else "all", len(self._task_names),
+                     "poll-only" if config.poll_only else
                      ("listening" if listener.listening else "polling (LISTEN failed)"))
             loop.run()
         finally:
@@ -294,11 +239,11 @@ class Worker:
     def _shutdown(self) -> None:
         systemd.notify("STOPPING=1")
         log.info("worker %s stopping: %d jobs running, grace %.0fs", self.worker_id,
-                 self._slots.busy, self.grace)
+                 self._slots.busy, self.config.grace)
         waiting = self._slots.take_waiting()
         self._hand_back(waiting, delay=0.0)
         self._slots.stop()
-        if not self._slots.join(self.grace):
+        if not self._slots.join(self.config.grace):
             unfinished = [job for job in self._held
                           if not job.finished and job.running_since is not None]
             outlived = [job for job in unfinished if forking.live_children(job.id)]
@@ -312,7 +257,7 @@ class Worker:
                 log.warning("grace period over: handing back %d running jobs: %s",
                             len(unfinished), ", ".join(str(job.id) for job in unfinished))
                 self._hand_back(unfinished, delay=HAND_BACK_DELAY)
-        if not self._completer.flush_and_stop(timeout=max(10.0, self.lease / 2)):
+        if not self._completer.flush_and_stop(timeout=max(10.0, self.config.lease / 2)):
             log.warning("could not write every job outcome before exiting; those jobs "
                         "will run again when their lease expires")
         for thread in self._threads:
@@ -358,7 +303,7 @@ class Worker:
     # -- signals ------------------------------------------------------------------------
 
     def _install_signal_handlers(self) -> dict[int, Any]:
-        if not self.install_signal_handlers or \
+        if not self.config.install_signal_handlers or \
                 threading.current_thread() is not threading.main_thread():
             return {}
         previous = {}

@@ -6,10 +6,12 @@ from pgtaskq.context import current_job as current_job
 from pgtaskq.errors import Cancelled as Cancelled
 from pgtaskq.errors import ConfigurationError as ConfigurationError
 from pgtaskq.errors import DatabaseUnavailableError as DatabaseUnavailableError
+from pgtaskq.errors import FinalFailure as FinalFailure
 from pgtaskq.errors import JobNotFoundError as JobNotFoundError
 from pgtaskq.errors import PgtaskqError as PgtaskqError
 from pgtaskq.errors import Retry as Retry
 from pgtaskq.errors import SchemaNotInstalledError as SchemaNotInstalledError
+from pgtaskq.errors import SchemaVersionError as SchemaVersionError
 from pgtaskq.job import Job as Job
 from pgtaskq.queue import TaskQueue as TaskQueue
 from pgtaskq.task import Task as Task

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import re
 
+from pgtaskq.errors import ConfigurationError
+
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
@@ -28,12 +30,12 @@ def parse(text: str) -> float:
             seconds += float(match.group(1)) * UNITS[match.group(2)]
             position = match.end()
         if position != len(value) or not value:
-            raise ValueError(
+            raise ConfigurationError(
                 f"invalid duration {text!r}: use a number of seconds or units such as "
                 "90s, 15m, 3h, 3d, 1w, 1h30m"
             ) from None
     if not seconds > 0 or not math.isfinite(seconds):
-        raise ValueError(f"invalid duration {text!r}: must be a finite number more than 0")
+        raise ConfigurationError(f"invalid duration {text!r}: must be a finite number more than 0")
     return seconds
 
 

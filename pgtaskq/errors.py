@@ -1,7 +1,8 @@
 """The exceptions pgtaskq raises, under one base class.
 
 Every class sets ``__module__`` to ``pgtaskq`` so tracebacks and ``repr`` show the public
-path users import from, not the private module that defines it.
+path users import from, not the private module that defines it; each is exported there
+(``pgtaskq.X``), which is also where pickle finds it.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class SchemaVersionError(PgtaskqError):
 
 
 class JobNotFoundError(PgtaskqError, LookupError):
-    """No job has the given id."""
+    """No job has the given id (``pgtaskq show ID``; the API's ``get_job`` returns None
+    and ``cancel``/``retry`` return False instead)."""
 
 
 class DatabaseUnavailableError(PgtaskqError):
@@ -52,11 +54,15 @@ class Retry(Exception):
 
     def __init__(self, delay: float | None = None, reason: str | None = None) -> None:
         if delay is not None and delay < 0:
-            raise ValueError(f"Retry delay must be >= 0 seconds, got {delay!r}")
+            raise ConfigurationError(f"Retry delay must be >= 0 seconds, got {delay!r}")
         self.delay = delay
         self.reason = reason
         super().__init__(reason or (f"retry requested in {delay}s" if delay is not None
                                     else "retry requested"))
+
+    def __reduce__(self) -> tuple[type[Retry], tuple[float | None, str | None]]:
+        # pickle would call Retry(message): the delay must survive, not become the message
+        return type(self), (self.delay, self.reason)
 
 
 class FinalFailure(Exception):

@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 from pgtaskq.context import peek_current
+from pgtaskq.errors import ConfigurationError
 from pgtaskq.printable import printable
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s%(job_suffix)s"
@@ -120,7 +121,7 @@ def application_configured() -> bool:
 def make_handler(fmt: str = "text") -> logging.Handler:
     """The stderr handler pgtaskq installs, with the job filter and the chosen format."""
     if fmt not in FORMATS:
-        raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise ConfigurationError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(JobContextFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json"

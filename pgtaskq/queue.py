@@ -692,7 +692,8 @@ class TaskQueue:
         from pgtaskq.job import FINAL_STATUSES, LIVE_STATUSES, STATUSES
 
         if status is not None and status not in STATUSES:
-            raise ValueError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+            raise ConfigurationError(
+                f"unknown status {status!r}; one of {', '.join(STATUSES)}")
         params = {"status": status, "task": task, "queue": queue, "limit": int(limit)}
         rows: list[tuple] = []
         if status is None or status in LIVE_STATUSES:

@@ -16,7 +16,7 @@ import click
 from tabulate import tabulate
 
 from pgtaskq.cli.context import one_line, pass_queue, user_errors
-from pgtaskq.errors import PgtaskqError
+from pgtaskq.errors import JobNotFoundError, PgtaskqError
 from pgtaskq.job import STATUSES, Job
 from pgtaskq.printable import printable, printable_cells
 from pgtaskq.queue import TaskQueue
@@ -131,7 +131,7 @@ def show_command(tq: TaskQueue, job_id: int, as_json: bool) -> None:
     """Show one job, with its arguments, result and last error."""
     job = tq.get_job(job_id)
     if job is None:
-        raise click.ClickException(f"no job with id {job_id}")
+        raise JobNotFoundError(f"no job with id {job_id}")
     if as_json:
         click.echo(_dump(job.to_dict()))
         return

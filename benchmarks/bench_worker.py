@@ -473,7 +473,7 @@ def scenario_scale(ctx: Context) -> tuple[Table, dict]:
 def _explain_claim(conn: psycopg.Connection, schema: str) -> str:
     """EXPLAIN (ANALYZE, BUFFERS) of the query inside the worker's claim function, run as
     the worker runs it and rolled back so nothing is leased."""
-    from pgtaskq.claim_plan import explain_claim
+    from benchmarks.claim_plan import explain_claim
 
     return explain_claim(conn, schema, tasks=["bench.record"], limit=8, fmt="text")
 

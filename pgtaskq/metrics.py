@@ -34,6 +34,7 @@ from prometheus_client.core import (
 )
 
 from pgtaskq import histogram, stats
+from pgtaskq.errors import first_line
 from pgtaskq.sql import metrics as metrics_sql
 from pgtaskq.sql import render
 
@@ -130,7 +131,7 @@ class PgtaskqCollector:
                 snapshot = stats.collect(self._conn, self._schema, failures=0)
                 totals = self._totals.read(self._conn, self._schema)
             except Exception as exc:  # database down, schema gone: say so, keep serving
-                self.last_error = str(exc).strip().splitlines()[0] if str(exc) else repr(exc)
+                self.last_error = first_line(exc)
                 if self._conn is not None:
                     self._conn.close()
                     self._conn = None

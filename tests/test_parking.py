@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from test_review_findings import _find_node
 from worker_helpers import FAST
 
+from benchmarks.claim_plan import explain_claim
 from pgtaskq import defaults
-from pgtaskq.claim_plan import explain_claim
 from pgtaskq.cli import cli
 from pgtaskq.sql import registry as registry_sql
 from pgtaskq.sql import render

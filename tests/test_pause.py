@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 from worker_helpers import FAST, create_runs_table
 
+from benchmarks.claim_plan import explain_claim
 from pgtaskq import TaskQueue
-from pgtaskq.claim_plan import explain_claim
 from pgtaskq.cli import cli
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from worker_helpers import FAST, create_runs_table, runs
 
+from benchmarks.claim_plan import explain_claim
 from pgtaskq import defaults
-from pgtaskq.claim_plan import explain_claim
 from pgtaskq.pool import LivenessCheck, open_pool
 from pgtaskq.sql import registry as registry_sql
 from pgtaskq.sql import render

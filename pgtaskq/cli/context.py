@@ -24,10 +24,6 @@ from pgtaskq.sql import validate_schema_name
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-one_line = first_line
-"""The first line of an exception's message (libpq adds detail lines we drop)."""
-
-
 class CliContext:
     """The group's options; builds the TaskQueue the first time a command asks for it."""
 
@@ -87,7 +83,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (ValueError, TypeError) as exc:
-        raise click.ClickException(one_line(exc)) from exc
+        raise click.ClickException(first_line(exc)) from exc
 
 
 class PgtaskqGroup(click.Group):
@@ -97,6 +93,6 @@ class PgtaskqGroup(click.Group):
         try:
             return super().invoke(ctx)
         except PgtaskqError as exc:
-            raise click.ClickException(one_line(exc)) from exc
+            raise click.ClickException(first_line(exc)) from exc
         except psycopg.Error as exc:
-            raise click.ClickException(f"database error: {one_line(exc)}") from exc
+            raise click.ClickException(f"database error: {first_line(exc)}") from exc

@@ -15,8 +15,8 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from pgtaskq.cli.context import one_line, pass_queue, user_errors
-from pgtaskq.errors import JobNotFoundError, PgtaskqError
+from pgtaskq.cli.context import pass_queue, user_errors
+from pgtaskq.errors import JobNotFoundError, PgtaskqError, first_line
 from pgtaskq.job import STATUSES, Job
 from pgtaskq.printable import printable, printable_cells
 from pgtaskq.queue import TaskQueue
@@ -162,7 +162,7 @@ def _act_on_each(tq: TaskQueue, job_ids: tuple[int, ...], verb: str) -> None:
         try:
             ok = action(job_id)
         except PgtaskqError as exc:  # retry refused: its dedupe_key is taken again
-            refused.setdefault(one_line(exc), []).append(str(job_id))
+            refused.setdefault(first_line(exc), []).append(str(job_id))
             continue
         if ok:
             state = done

@@ -16,10 +16,10 @@ import click
 import psycopg
 
 from pgtaskq import health
-from pgtaskq.cli.context import CliContext, one_line, pass_cli, pass_queue
+from pgtaskq.cli.context import CliContext, pass_cli, pass_queue
 from pgtaskq.cli.duration import DURATION
 from pgtaskq.duration import format_age
-from pgtaskq.errors import PgtaskqError
+from pgtaskq.errors import PgtaskqError, first_line
 from pgtaskq.printable import printable
 from pgtaskq.queue import TaskQueue
 from pgtaskq.worker import pruner
@@ -45,7 +45,7 @@ def check_command(cli_context: CliContext, max_age: float, min_workers: int,
                                   min_workers=min_workers, max_xact_age=max_xact_age)
     except (PgtaskqError, psycopg.Error, click.ClickException) as exc:
         message = exc.format_message() if isinstance(exc, click.ClickException) \
-            else one_line(exc)
+            else first_line(exc)
         if as_json:
             click.echo(json.dumps(health.unknown_json(message)))
         click.echo(f"Error: could not check: {message}", err=True)

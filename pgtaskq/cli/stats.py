@@ -24,11 +24,11 @@ from tabulate import tabulate
 
 from pgtaskq import stats
 from pgtaskq.cli import screen
-from pgtaskq.cli.context import one_line, pass_queue
+from pgtaskq.cli.context import pass_queue
 from pgtaskq.cli.duration import Seconds
 from pgtaskq.cli.screen import render_fitted
 from pgtaskq.duration import format_age, format_ms
-from pgtaskq.errors import DatabaseUnavailableError
+from pgtaskq.errors import DatabaseUnavailableError, first_line
 from pgtaskq.printable import printable
 from pgtaskq.queue import TaskQueue
 
@@ -203,7 +203,7 @@ def _watch(tq: TaskQueue, interval: float, as_json: bool, queue: str | None,
                 # A restart or a killed connection: say so and try again next frame.
                 click.echo((CLEAR if redraw else "") +
                            f"database unavailable, retrying every {interval:g}s: "
-                           f"{one_line(exc)}", err=not redraw)
+                           f"{first_line(exc)}", err=not redraw)
                 if conn is not None:
                     conn.close()
             time.sleep(max(0.0, interval - (time.monotonic() - began)))

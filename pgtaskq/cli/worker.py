@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 import click
 
 from pgtaskq import logs
-from pgtaskq.cli.context import CliContext, one_line, pass_cli
+from pgtaskq.cli.context import CliContext, pass_cli
 from pgtaskq.cli.duration import DURATION, Seconds
+from pgtaskq.errors import first_line
 from pgtaskq.queue import TaskQueue
 from pgtaskq.worker import config
 
@@ -37,7 +38,7 @@ def load_app(app: str) -> TaskQueue:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise click.UsageError(f"cannot import {module_name!r}: {one_line(exc)}") from exc
+        raise click.UsageError(f"cannot import {module_name!r}: {first_line(exc)}") from exc
     try:
         value = module
         for part in attribute.split("."):

@@ -1,4 +1,13 @@
-"""Every SQL statement pgtaskq runs lives in this package, one module per table.
+"""pgtaskq's SQL statements, one module per part of pgtaskq that runs them.
+
+``jobs`` (enqueue and the job API), ``queues`` (pause, resume), ``worker`` (claim,
+complete, heartbeat, rescue, hand back), ``registry`` (workers, their tasks, parking),
+``history`` (retention), ``cron``, ``stats``, ``metrics`` and ``dashboard`` (readers),
+``fragments`` (pieces several statements share) and ``migrations`` (the schema itself).
+A few statements are composed where they run, because their SQL is an identifier or a
+role rather than data: the worker's ``VACUUM`` (``pgtaskq.worker.vacuum``), ``LISTEN``
+(``pgtaskq.worker.listener``) and the grants (``pgtaskq.grants``); the OpenTelemetry
+integration keeps its two statements beside it (``pgtaskq.contrib.opentelemetry``).
 
 Statements are templates with a ``{schema}`` placeholder. :func:`render` fills it with a
 quoted identifier through :mod:`psycopg.sql` (never ``str.format``) and caches the text, so

@@ -450,16 +450,3 @@ FORGET_OLD_WORKERS = """
 DELETE FROM {schema}.workers
 WHERE last_heartbeat_at < now() - make_interval(secs => %(older_than)s::double precision)
 """
-
-EXPLAIN_NESTED_STATEMENTS = """
-LOAD 'auto_explain';
-SET LOCAL auto_explain.log_min_duration = 0;
-SET LOCAL auto_explain.log_analyze = on;
-SET LOCAL auto_explain.log_buffers = on;
-SET LOCAL auto_explain.log_nested_statements = on;
-SET LOCAL auto_explain.log_level = notice
-"""
-"""Report the plan of every statement, and of those run inside functions, to the client
-(``pgtaskq.claim_plan``)."""
-
-EXPLAIN_FORMAT = "SELECT set_config('auto_explain.log_format', %(format)s, true)"

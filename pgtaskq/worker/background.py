@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from pgtaskq.errors import first_line
+
 log = logging.getLogger("pgtaskq.worker")
 
 MAX_ERROR_BACKOFF = 5.0
@@ -58,11 +60,6 @@ class PeriodicThread:
                 failures += 1
                 pause = min(MAX_ERROR_BACKOFF, 0.1 * 2**failures, self.interval)
                 log.warning("%s failed (attempt %d, next in %.1fs): %s",
-                            self.name, failures, pause, _one_line(exc))
+                            self.name, failures, pause, first_line(exc))
             self._wake_event.wait(pause)
             self._wake_event.clear()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -65,11 +65,6 @@ class Listener:
     def listening(self) -> bool:
         return self._conn is not None
 
-    @property
-    def wake_fd(self) -> int:
-        """Write end of the self-pipe (for ``signal.set_wakeup_fd``)."""
-        return self._write_fd
-
     def wake(self) -> None:
         """Interrupt ``wait()`` from any thread (async-signal-safe: one ``write``)."""
         try:  # noqa: SIM105 - runs in signal handlers: keep it to one plain write

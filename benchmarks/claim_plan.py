@@ -7,7 +7,8 @@ inner query's plan with the settings the function applies itself (sorts and bitm
 off), so nothing is leased and what is shown is what the worker gets.
 
 Loading ``auto_explain`` needs a superuser, or the module in ``session_preload_libraries``.
-The tests and the benchmarks use this to check the claim's plan on a real table.
+The tests and the benchmarks use this to check the claim's plan on a real table; it is
+not shipped with pgtaskq (only they use it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,19 @@ import psycopg
 
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
+
+EXPLAIN_NESTED_STATEMENTS = """
+LOAD 'auto_explain';
+SET LOCAL auto_explain.log_min_duration = 0;
+SET LOCAL auto_explain.log_analyze = on;
+SET LOCAL auto_explain.log_buffers = on;
+SET LOCAL auto_explain.log_nested_statements = on;
+SET LOCAL auto_explain.log_level = notice
+"""
+"""Report the plan of every statement, and of those run inside functions, to the client
+(``explain_claim``)."""
+
+EXPLAIN_FORMAT = "SELECT set_config('auto_explain.log_format', %(format)s, true)"
 
 
 def explain_claim(
@@ -42,8 +56,8 @@ def explain_claim(
     conn.add_notice_handler(collect)
     try:
         with conn.transaction(force_rollback=True):
-            conn.execute(worker_sql.EXPLAIN_NESTED_STATEMENTS)
-            conn.execute(worker_sql.EXPLAIN_FORMAT, {"format": fmt})
+            conn.execute(EXPLAIN_NESTED_STATEMENTS)
+            conn.execute(EXPLAIN_FORMAT, {"format": fmt})
             conn.execute(render(schema, worker_sql.CLAIM), {
                 "worker_id": 0, "tasks": tasks, "queues": queues, "limit": limit,
                 "lease": 60.0, "claimers": 0}).fetchall()

@@ -64,3 +64,51 @@ def requeue_from_history(rows: str) -> str:
            schedule, created_at, last_error
     FROM {rows}
     RETURNING id, queue"""
+
+
+def archive(rows: str, *, status: str, last_error: str,
+            failed_attempts: str = "failed_attempts", result: str | None = None) -> str:
+    """An INSERT that moves the jobs rows of ``rows`` (a CTE of deleted ``jobs`` rows) to
+    ``job_history`` as they are, finished now with ``status``, ``last_error`` and
+    ``failed_attempts`` (SQL expressions over those rows) and, given, ``result``. Every
+    door out of the jobs table (acknowledgement, cancel, rescue, hand-back) writes the
+    history row the same way; it returns nothing (callers add ``RETURNING``)."""
+    result_column, result_value = (", result", f", {result}") if result else ("", "")
+    return f"""
+    INSERT INTO {{schema}}.job_history
+        (id, queue, task, args, kwargs, status, priority, run_at, attempts, max_attempts,
+         dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error,
+         failed_attempts{result_column})
+    SELECT id, queue, task, args, kwargs, {status}, priority, run_at, attempts, max_attempts,
+           dedupe_key, schedule, worker_id, created_at, started_at, now(), {last_error},
+           {failed_attempts}{result_value}
+    FROM {rows}"""
+
+
+def count_under_worker_zero(ended: str) -> str:
+    """An upsert adding the jobs of ``ended`` (a query with columns queue, task and outcome:
+    ``failed``, ``retried`` or ``cancelled``) to the current minute's rollup rows of worker
+    0: what ends outside a completer (a cancel of a queued job, the rescuer, a hand-back)
+    is rare, so sharing one row per (queue, task) costs no contention worth a shard. Rows
+    are locked in (queue, task) order: several workers write them."""
+    return f"""
+    INSERT INTO {{schema}}.stats_minute AS s
+        (minute, queue, task, worker_id, failed, retried, cancelled)
+    SELECT date_trunc('minute', now()), queue, task, 0,
+           count(*) FILTER (WHERE outcome = 'failed'),
+           count(*) FILTER (WHERE outcome = 'retried'),
+           count(*) FILTER (WHERE outcome = 'cancelled')
+    FROM ({ended}) AS ended
+    GROUP BY queue, task
+    ORDER BY queue, task
+    ON CONFLICT (minute, queue, task, worker_id) DO UPDATE
+    SET failed = s.failed + excluded.failed,
+        retried = s.retried + excluded.retried,
+        cancelled = s.cancelled + excluded.cancelled"""
+
+
+JOB_FILTER = """
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(task)s::text IS NULL OR task = %(task)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)"""
+"""The job listings' filter: each of status, task and queue when given."""

@@ -143,18 +143,12 @@ SELECT {HISTORY_COLUMNS} FROM {{schema}}.job_history WHERE id = %(id)s
 """
 
 LIST_LIVE = f"""
-SELECT {JOB_COLUMNS} FROM {{schema}}.jobs
-WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(task)s::text IS NULL OR task = %(task)s::text)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+SELECT {JOB_COLUMNS} FROM {{schema}}.jobs{fragments.JOB_FILTER}
 ORDER BY id DESC LIMIT %(limit)s
 """
 
 LIST_HISTORY = f"""
-SELECT {HISTORY_COLUMNS} FROM {{schema}}.job_history
-WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(task)s::text IS NULL OR task = %(task)s::text)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+SELECT {HISTORY_COLUMNS} FROM {{schema}}.job_history{fragments.JOB_FILTER}
 ORDER BY id DESC LIMIT %(limit)s
 """
 
@@ -169,25 +163,14 @@ WITH target AS MATERIALIZED (
     DELETE FROM {schema}.jobs j USING target t
     WHERE j.id = t.id AND t.status = 'queued'
     RETURNING j.*
-), archived AS (
-    INSERT INTO {schema}.job_history
-        (id, queue, task, args, kwargs, status, priority, run_at, attempts, max_attempts,
-         dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error,
-         failed_attempts)
-    SELECT id, queue, task, args, kwargs, 'cancelled', priority, run_at, attempts, max_attempts,
-           dedupe_key, schedule, worker_id, created_at, started_at, now(), last_error,
-           failed_attempts
-    FROM queued
+), archived AS (""" + fragments.archive(
+    "queued", status="'cancelled'", last_error="last_error") + """
     RETURNING id
 ), rolled_up AS (
     -- a queued job cancelled here never reaches a completer: count it under worker 0, as
     -- the rescuer and the hand-back do
-    INSERT INTO {schema}.stats_minute AS s (minute, queue, task, worker_id, cancelled)
-    SELECT date_trunc('minute', now()), queue, task, 0, count(*)
-    FROM queued
-    GROUP BY queue, task
-    ON CONFLICT (minute, queue, task, worker_id) DO UPDATE
-    SET cancelled = s.cancelled + excluded.cancelled
+""" + fragments.count_under_worker_zero(
+    "SELECT queue, task, 'cancelled' AS outcome FROM queued") + """
 ), running AS (
     UPDATE {schema}.jobs j SET cancel_requested = true
     FROM target t

@@ -15,7 +15,19 @@ is incremented by the claim, so it doubles as the lease's fencing token.
 
 from __future__ import annotations
 
+from pgtaskq import histogram
 from pgtaskq.sql import fragments, registry
+
+_GROUP_SLICE = f"(g.n - 1) * {histogram.BUCKETS} + 1 : g.n * {histogram.BUCKETS}"
+"""Group n's histogram in the completer's flat arrays: ``histogram.BUCKETS`` wide each."""
+
+_FAILED_OR_CANCELLED = "CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END"
+
+_ENDED = """SELECT queue, task, 'retried' AS outcome FROM {requeued}
+          UNION ALL
+          SELECT queue, task, """ + _FAILED_OR_CANCELLED + """ AS outcome FROM given_up"""
+"""What a rescue or a charged hand-back did, for the rollups: requeued jobs were retried,
+given-up ones failed or were cancelled."""
 
 CLAIM = """
 SELECT * FROM {schema}.claim_jobs(%(worker_id)s, %(tasks)s::text[], %(queues)s::text[],
@@ -118,21 +130,17 @@ WITH outcome AS (
     WHERE j.id = w.id AND NOT w.again
     RETURNING j.*, w.kind AS outcome_kind, w.error AS outcome_error,
               w.result AS outcome_result
-), archived AS (
-    INSERT INTO {schema}.job_history
-        (id, queue, task, args, kwargs, status, priority, run_at, attempts, max_attempts,
-         dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error,
-         result, failed_attempts)
-    SELECT id, queue, task, args, kwargs,
-           CASE outcome_kind WHEN 'succeeded' THEN 'succeeded'
-                             WHEN 'cancelled' THEN 'cancelled' ELSE 'failed' END,
-           priority, run_at, attempts, max_attempts, dedupe_key, schedule, worker_id,
-           created_at, started_at, now(), coalesce(outcome_error, last_error), outcome_result,
-           -- a success carries the failures before it as they are (NULL for most jobs)
-           CASE WHEN outcome_kind = 'succeeded' OR outcome_error IS NULL THEN failed_attempts
+), archived AS (""" + fragments.archive(
+    "finished",
+    status="""CASE outcome_kind WHEN 'succeeded' THEN 'succeeded'
+                                WHEN 'cancelled' THEN 'cancelled' ELSE 'failed' END""",
+    last_error="coalesce(outcome_error, last_error)",
+    # a success carries the failures before it as they are (NULL for most jobs)
+    failed_attempts="""CASE WHEN outcome_kind = 'succeeded' OR outcome_error IS NULL
+                THEN failed_attempts
                 ELSE """ + fragments.with_failed_attempt("finished", "outcome_error") + """
-           END
-    FROM finished
+           END""",
+    result="outcome_result") + """
     RETURNING id
 ), rolled_up AS (
     INSERT INTO {schema}.stats_minute AS s
@@ -142,8 +150,8 @@ WITH outcome AS (
     -- of the batch was acknowledged: the normal case, and the cheap one
     SELECT date_trunc('minute', now()), g.queue, g.task, %(worker_id)s, g.succeeded,
            g.failed, g.retried, g.cancelled,
-           (%(g_wait)s::integer[])[(g.n - 1) * 64 + 1 : g.n * 64],
-           (%(g_run)s::integer[])[(g.n - 1) * 64 + 1 : g.n * 64]
+           (%(g_wait)s::integer[])[""" + _GROUP_SLICE + """],
+           (%(g_run)s::integer[])[""" + _GROUP_SLICE + """]
     FROM unnest(%(g_queues)s::text[], %(g_tasks)s::text[], %(g_succeeded)s::integer[],
                 %(g_failed)s::integer[], %(g_retried)s::integer[],
                 %(g_cancelled)s::integer[])
@@ -264,39 +272,15 @@ WITH expired AS MATERIALIZED (
     DELETE FROM {schema}.jobs j USING expired e
     WHERE j.id = e.id AND (j.attempts >= j.max_attempts OR j.cancel_requested)
     RETURNING j.*
-), archived AS (
-    INSERT INTO {schema}.job_history
-        (id, queue, task, args, kwargs, status, priority, run_at, attempts, max_attempts,
-         dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error,
-         failed_attempts)
-    SELECT id, queue, task, args, kwargs,
-           CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END,
-           priority, run_at, attempts, max_attempts, dedupe_key, schedule, worker_id,
-           created_at, started_at, now(),
-           'lease expired: worker ' || worker_id || ' stopped heartbeating (attempt '
-               || attempts || ' of ' || max_attempts || ')',
-           """ + fragments.with_failed_attempt(
-               "given_up", "'lease expired: worker ' || given_up.worker_id"
-                           " || ' stopped heartbeating'") + """
-    FROM given_up
+), archived AS (""" + fragments.archive(
+    "given_up", status=_FAILED_OR_CANCELLED,
+    last_error="""'lease expired: worker ' || worker_id || ' stopped heartbeating (attempt '
+               || attempts || ' of ' || max_attempts || ')'""",
+    failed_attempts=fragments.with_failed_attempt(
+        "given_up", "'lease expired: worker ' || given_up.worker_id"
+                    " || ' stopped heartbeating'")) + """
     RETURNING id
-), rolled_up AS (
-    INSERT INTO {schema}.stats_minute AS s
-        (minute, queue, task, worker_id, failed, retried, cancelled)
-    SELECT date_trunc('minute', now()), queue, task, 0,
-           count(*) FILTER (WHERE outcome = 'failed'),
-           count(*) FILTER (WHERE outcome = 'retried'),
-           count(*) FILTER (WHERE outcome = 'cancelled')
-    FROM (SELECT queue, task, 'retried' AS outcome FROM requeued
-          UNION ALL
-          SELECT queue, task, CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END
-          FROM given_up) AS rescued
-    GROUP BY queue, task
-    ORDER BY queue, task  -- rescuers of several workers share these rows: one lock order
-    ON CONFLICT (minute, queue, task, worker_id) DO UPDATE
-    SET failed = s.failed + excluded.failed,
-        retried = s.retried + excluded.retried,
-        cancelled = s.cancelled + excluded.cancelled
+), rolled_up AS (""" + fragments.count_under_worker_zero(_ENDED.format(requeued="requeued")) + """
 ), wake AS (
 """ + fragments.notify_queues("requeued") + """
 )
@@ -326,29 +310,16 @@ WITH held AS (
     WHERE j.id = h.id AND j.attempts = h.attempt AND j.status = 'running'
       AND j.worker_id = %(worker_id)s AND j.cancel_requested
     RETURNING j.*
-), archived AS (
-    INSERT INTO {schema}.job_history
-        (id, queue, task, args, kwargs, status, priority, run_at, attempts, max_attempts,
-         dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error,
-         failed_attempts)
-    SELECT id, queue, task, args, kwargs, 'cancelled', priority, run_at, attempts,
-           max_attempts, dedupe_key, schedule, worker_id, created_at, started_at, now(),
-           'cancelled: cancel requested, then its worker ' || worker_id
-               || ' shut down before the job finished (attempt ' || attempts || ')',
-           """ + fragments.with_failed_attempt(
-               "given_up", "'cancelled: cancel requested, then its worker '"
-                           " || given_up.worker_id || ' shut down before the job finished'"
-           ) + """
-    FROM given_up
+), archived AS (""" + fragments.archive(
+    "given_up", status="'cancelled'",
+    last_error="""'cancelled: cancel requested, then its worker ' || worker_id
+               || ' shut down before the job finished (attempt ' || attempts || ')'""",
+    failed_attempts=fragments.with_failed_attempt(
+        "given_up", "'cancelled: cancel requested, then its worker '"
+                    " || given_up.worker_id || ' shut down before the job finished'")) + """
     RETURNING id
-), rolled_up AS (
-    INSERT INTO {schema}.stats_minute AS s (minute, queue, task, worker_id, cancelled)
-    SELECT date_trunc('minute', now()), queue, task, 0, count(*)
-    FROM given_up
-    GROUP BY queue, task
-    ORDER BY queue, task
-    ON CONFLICT (minute, queue, task, worker_id) DO UPDATE
-    SET cancelled = s.cancelled + excluded.cancelled
+), rolled_up AS (""" + fragments.count_under_worker_zero(
+    "SELECT queue, task, 'cancelled' AS outcome FROM given_up") + """
 ), wake AS (
 """ + fragments.notify_queues("returned WHERE run_at <= now()") + """
 )
@@ -382,36 +353,12 @@ WITH held AS (
     DELETE FROM {schema}.jobs j USING mine m
     WHERE j.id = m.id AND (j.attempts >= j.max_attempts OR j.cancel_requested)
     RETURNING j.*
-), archived AS (
-    INSERT INTO {schema}.job_history
-        (id, queue, task, args, kwargs, status, priority, run_at, attempts, max_attempts,
-         dedupe_key, schedule, worker_id, created_at, started_at, finished_at, last_error,
-         failed_attempts)
-    SELECT id, queue, task, args, kwargs,
-           CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END,
-           priority, run_at, attempts, max_attempts, dedupe_key, schedule, worker_id,
-           created_at, started_at, now(),
-           %(error)s || ' (attempt ' || attempts || ' of ' || max_attempts || ')',
-           """ + fragments.with_failed_attempt("given_up", "%(error)s::text") + """
-    FROM given_up
+), archived AS (""" + fragments.archive(
+    "given_up", status=_FAILED_OR_CANCELLED,
+    last_error="%(error)s || ' (attempt ' || attempts || ' of ' || max_attempts || ')'",
+    failed_attempts=fragments.with_failed_attempt("given_up", "%(error)s::text")) + """
     RETURNING id
-), rolled_up AS (
-    INSERT INTO {schema}.stats_minute AS s
-        (minute, queue, task, worker_id, failed, retried, cancelled)
-    SELECT date_trunc('minute', now()), queue, task, 0,
-           count(*) FILTER (WHERE outcome = 'failed'),
-           count(*) FILTER (WHERE outcome = 'retried'),
-           count(*) FILTER (WHERE outcome = 'cancelled')
-    FROM (SELECT queue, task, 'retried' AS outcome FROM returned
-          UNION ALL
-          SELECT queue, task, CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END
-          FROM given_up) AS ended
-    GROUP BY queue, task
-    ORDER BY queue, task
-    ON CONFLICT (minute, queue, task, worker_id) DO UPDATE
-    SET failed = s.failed + excluded.failed,
-        retried = s.retried + excluded.retried,
-        cancelled = s.cancelled + excluded.cancelled
+), rolled_up AS (""" + fragments.count_under_worker_zero(_ENDED.format(requeued="returned")) + """
 )
 SELECT id FROM returned
 UNION ALL

@@ -11,6 +11,7 @@ import logging
 import threading
 
 from pgtaskq.errors import first_line
+from pgtaskq.worker.backoff import Backoff
 
 log = logging.getLogger("pgtaskq.worker")
 
@@ -50,16 +51,15 @@ class PeriodicThread:
         return self._stop_event.is_set()
 
     def _loop(self) -> None:
-        failures = 0
+        backoff = Backoff(0.2, MAX_ERROR_BACKOFF)
         while not self._stop_event.is_set():
             try:
                 self.run_once()
-                failures = 0
+                backoff.succeeded()
                 pause = self.interval
             except Exception as exc:
-                failures += 1
-                pause = min(MAX_ERROR_BACKOFF, 0.1 * 2**failures, self.interval)
+                pause = min(backoff.failed(), self.interval)
                 log.warning("%s failed (attempt %d, next in %.1fs): %s",
-                            self.name, failures, pause, first_line(exc))
+                            self.name, backoff.failures, pause, first_line(exc))
             self._wake_event.wait(pause)
             self._wake_event.clear()

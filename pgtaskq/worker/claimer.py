@@ -23,6 +23,7 @@ from pgtaskq.context import JobContext
 from pgtaskq.errors import first_line
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
+from pgtaskq.worker.backoff import Backoff
 from pgtaskq.worker.held import HeldJob
 from pgtaskq.worker.outcome import Outcome
 
@@ -82,7 +83,7 @@ class Claimer:
         self._timeouts = timeouts
         self._parker = parker
         self._vacuum = vacuum
-        self._failures = 0
+        self._backoff = Backoff(0.2, CLAIM_ERROR_BACKOFF_MAX)
         self.not_before = 0.0
         """``time.monotonic()`` before which no claim runs (a failed claim backs off)."""
 
@@ -103,17 +104,15 @@ class Claimer:
                 rows = cursor.execute(self._statement, {**self._params, "limit": limit}
                                       ).fetchall()
         except Exception as exc:
-            self._failures += 1
-            pause = min(CLAIM_ERROR_BACKOFF_MAX, 0.1 * 2**self._failures)
+            pause = self._backoff.failed()
             self.not_before = time.monotonic() + pause
             log.warning("leasing jobs failed (attempt %d, next in %.1fs): %s",
-                        self._failures, pause, first_line(exc))
+                        self._backoff.failures, pause, first_line(exc))
             return 0
-        if self._failures:
+        if self._backoff.succeeded():
             log.info("leasing jobs works again")
         if time.monotonic() - started > SLOW_CLAIM:
             self._parker.nudge()  # maybe walking jobs it cannot take: park them
-        self._failures = 0
         self._capacity.claimed(len(rows), limit)
         self._exit_rules.claimed(len(rows), held_before)
         self._vacuum.claimed(len(rows))

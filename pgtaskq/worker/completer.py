@@ -33,6 +33,7 @@ from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.storable import safe_text
 from pgtaskq.worker import rollup
+from pgtaskq.worker.backoff import Backoff
 from pgtaskq.worker.outcome import Outcome
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ class Completer:
 
     def _loop(self) -> None:
         batch: list[Outcome] = []
-        failures = 0
+        backoff = Backoff(0.1, MAX_FLUSH_BACKOFF)
         stopping = False
         while True:
             if not batch:
@@ -126,10 +127,10 @@ class Completer:
                 busy = self._write(batch)
             except Exception as exc:
                 if _transient(exc):
-                    failures += 1
-                    pause = min(MAX_FLUSH_BACKOFF, 0.05 * 2**failures)
+                    pause = backoff.failed()
                     log.warning("could not write %d job outcomes (attempt %d, retrying in "
-                                "%.2fs): %s", len(batch), failures, pause, first_line(exc))
+                                "%.2fs): %s", len(batch), backoff.failures, pause,
+                                first_line(exc))
                     time.sleep(pause)
                     continue
                 # Not the database going away: some outcome of the batch cannot be
@@ -143,7 +144,7 @@ class Completer:
                 if stopping:
                     return
                 continue
-            failures = 0
+            backoff.succeeded()
             if busy:
                 # rows another transaction had locked: write them again shortly
                 self.busy_retries += len(busy)

@@ -27,6 +27,7 @@ from psycopg import sql
 
 from pgtaskq import forking
 from pgtaskq.errors import first_line
+from pgtaskq.worker.backoff import Backoff
 
 log = logging.getLogger("pgtaskq.worker")
 
@@ -55,7 +56,7 @@ class Listener:
                                 **(connect_kwargs or {})}
         self._channel = channel
         self._conn: psycopg.Connection | None = None
-        self._failures = 0
+        self._backoff = Backoff(0.4, RECONNECT_BACKOFF_MAX)
         self._next_attempt = 0.0
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
@@ -82,15 +83,13 @@ class Listener:
             conn = psycopg.connect(self._conninfo, autocommit=True, **self._connect_kwargs)
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
         except psycopg.Error as exc:
-            self._failures += 1
-            delay = min(RECONNECT_BACKOFF_MAX, 0.2 * 2**self._failures)
+            delay = self._backoff.failed()
             self._next_attempt = time.monotonic() + delay
             log.warning("LISTEN failed (%s); polling, next try in %.1fs",
                         first_line(exc, self._conninfo), delay)
             return False
-        if self._failures:
+        if self._backoff.succeeded():
             log.info("LISTEN connection restored")
-        self._failures = 0
         self._conn = conn
         forking.track(conn)
         return True
@@ -155,9 +154,7 @@ class Listener:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
         self._conn = None
-        self._failures += 1
-        self._next_attempt = time.monotonic() + min(RECONNECT_BACKOFF_MAX,
-                                                     0.2 * 2**self._failures)
+        self._next_attempt = time.monotonic() + self._backoff.failed()
 
     def close(self) -> None:
         if self._conn is not None:

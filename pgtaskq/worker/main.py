@@ -34,6 +34,7 @@ from pgtaskq.pool import LivenessCheck, open_pool
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.worker import systemd
+from pgtaskq.worker.backoff import Backoff
 from pgtaskq.worker.cancels import Cancels
 from pgtaskq.worker.capacity import Capacity
 from pgtaskq.worker.claimer import Claimer
@@ -286,6 +287,7 @@ class Worker:
             params = {**params, "error": "its worker shut down while processes forked by "
                                          "the task were still running"}
             del params["channel"]
+        backoff = Backoff(0.2, 5.0)
         for attempt in range(5):
             try:
                 # as the completer does: the heartbeat must not take these for lost leases
@@ -297,7 +299,7 @@ class Worker:
             except Exception as exc:
                 log.warning("hand back of %d jobs failed (attempt %d): %s", len(jobs),
                             attempt + 1, exc)
-                time.sleep(0.2 * 2**attempt)
+                time.sleep(backoff.failed())
         self._held.release_all([(job.id, job.attempt) for job in jobs])
 
     # -- signals ------------------------------------------------------------------------

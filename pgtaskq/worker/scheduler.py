@@ -39,6 +39,7 @@ from pgtaskq.cron import RUN_ONCE, Schedule
 from pgtaskq.errors import first_line
 from pgtaskq.sql import cron as cron_sql
 from pgtaskq.sql import render
+from pgtaskq.worker.backoff import Backoff
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -89,7 +90,7 @@ class CronScheduler:
         self._jobs_table = sql.Identifier(schema, "jobs").as_string(None)
         self._due: dict[str, datetime] = {}
         self._registered = False
-        self._failures = 0
+        self._backoff = Backoff(ERROR_BACKOFF_MIN, ERROR_BACKOFF_MAX)
         self._not_before = 0.0
         self._warned: set[str] = set()
 
@@ -122,14 +123,12 @@ class CronScheduler:
                 if due is not None and due.timestamp() <= now:
                     self._fire(schedule, now)
         except Exception as exc:
-            self._failures += 1
-            pause = min(ERROR_BACKOFF_MAX, ERROR_BACKOFF_MIN * 2 ** (self._failures - 1))
+            pause = self._backoff.failed()
             self._not_before = self._clock() + pause
             log.warning("cron scheduler: %s (next attempt in %.1fs)", first_line(exc), pause)
             return
-        if self._failures:
+        if self._backoff.succeeded():
             log.info("cron scheduler works again")
-        self._failures = 0
 
     # -- steps --------------------------------------------------------------------------
 

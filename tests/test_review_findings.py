@@ -379,7 +379,7 @@ def test_listener_waits_on_descriptors_above_1024(tq, db, pgtaskq_dsn):
         listener = Listener(pgtaskq_dsn, tq.channel)
         try:
             assert listener.connect()
-            assert listener.wake_fd >= 1024
+            assert listener._write_fd >= 1024  # the self-pipe, too
             db.execute("SELECT pg_notify(%s, 'q:high')", (tq.channel,))
             events = wait_until(lambda: listener.wait(0.5).queues, 5, what="notification")
             assert events == {"high"}

@@ -48,7 +48,7 @@ WITH defined AS (
     WHERE active AND name <> ALL(%(names)s::text[])
     RETURNING name
 )
-SELECT 'registered', name, last_tick, defined_at FROM registered
+SELECT 'registered' AS kind, name, last_tick, defined_at FROM registered
 UNION ALL
 SELECT 'retired', name, NULL, NULL FROM retired
 """
@@ -73,10 +73,11 @@ WITH job AS (
 ), wake AS (
     SELECT pg_notify(%(channel)s, 'q:' || queue) FROM new_job
 )
-SELECT (SELECT id FROM new_job), (SELECT count(*) FROM wake) AS notified,
-       s.name IS NOT NULL,
+SELECT (SELECT id FROM new_job) AS job_id, (SELECT count(*) FROM wake) AS notified,
+       s.name IS NOT NULL AS registered,
        coalesce(s.active AND (s.expression, s.tz, s.task)
                              = (%(expression)s::text, %(tz)s::text, %(task)s::text), false)
+           AS registered_as_here
 FROM (SELECT 1) AS one LEFT JOIN {schema}.schedules s ON s.name = %(name)s
 """
 """One row: the new job's id or NULL (another worker took this tick or a later one), the

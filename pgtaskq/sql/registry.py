@@ -44,7 +44,7 @@ WITH live AS MATERIALIZED (""" + LIVE_TASKS + """
     FROM blocking AS b WHERE j.id = b.id
     RETURNING j.task, j.run_at > now() AS deferred
 )
-SELECT task, deferred, count(*) FROM parked GROUP BY task, deferred
+SELECT task, deferred, count(*) AS parked FROM parked GROUP BY task, deferred
 """
 """Park the jobs among the first ``window`` of ``jobs_ready`` that no claim can take now:
 not due yet, or of a task no live worker registers. Run until it parks nothing; each
@@ -64,7 +64,7 @@ WITH due AS MATERIALIZED (
 ), wake AS (
     SELECT pg_notify(%(channel)s, 'q:' || queue) FROM (SELECT DISTINCT queue FROM unparked) q
 )
-SELECT count(*) FROM unparked, (SELECT count(*) FROM wake) AS notified
+SELECT count(*) AS unparked FROM unparked, (SELECT count(*) FROM wake) AS notified
 """
 """Put the due parked jobs of ``tasks`` (this worker's) back in the ready indexes, and wake
 the workers of their queues. One range of ``jobs_parked`` (task, run_at) per task."""

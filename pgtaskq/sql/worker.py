@@ -68,8 +68,8 @@ thread. A deferred job below them is still claimed by the next poll (it only doe
 the worker early)."""
 
 NEXT_DUE = """
-SELECT (SELECT * FROM (""" + NEXT_DEFERRED + """) AS deferred),
-       (""" + registry.NEXT_UNPARK + """)
+SELECT (SELECT * FROM (""" + NEXT_DEFERRED + """) AS deferred) AS deferred,
+       (""" + registry.NEXT_UNPARK + """) AS unpark
 """
 """``NEXT_DEFERRED`` and ``registry.NEXT_UNPARK`` (for ``tasks``) in one round trip."""
 
@@ -284,7 +284,7 @@ WITH expired AS MATERIALIZED (
 ), wake AS (
 """ + fragments.notify_queues("requeued") + """
 )
-SELECT 'requeued', id FROM requeued, (SELECT count(*) FROM wake) AS notified
+SELECT 'requeued' AS kind, id FROM requeued, (SELECT count(*) FROM wake) AS notified
 UNION ALL
 SELECT 'archived', id FROM archived
 """

@@ -12,8 +12,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
+from pgtaskq.worker.database import Statements
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -37,8 +37,7 @@ class Cancels:
 
     def __init__(self, pool: ConnectionPool, schema: str, worker_id: int, held: HeldJobs,
                  hints: NotificationHints) -> None:
-        self._pool = pool
-        self._statement = render(schema, worker_sql.CANCEL_REQUESTED)
+        self._db = Statements(pool, schema)
         self._worker_id = worker_id
         self._held = held
         self._hints = hints
@@ -63,14 +62,12 @@ class Cancels:
         if not running:
             return
         try:
-            with self._pool.connection(timeout=5) as conn:
-                rows = conn.execute(self._statement, {
-                    "ids": [job.id for job in running], "worker_id": self._worker_id,
-                }).fetchall()
+            rows = self._db.fetchall(worker_sql.CANCEL_REQUESTED, {
+                "ids": [job.id for job in running], "worker_id": self._worker_id})
         except Exception as exc:
             log.debug("cancel poll failed: %s", exc)
             return
-        for (job_id,) in rows:
-            job = self._held.get(job_id)
+        for row in rows:
+            job = self._held.get(row.id)
             if job is not None:
                 request_cancel(job)

@@ -16,14 +16,11 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from psycopg.rows import namedtuple_row
-from psycopg.types.string import TextLoader
-
 from pgtaskq.context import JobContext
 from pgtaskq.errors import first_line
-from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.worker.backoff import Backoff
+from pgtaskq.worker.database import Statements, load_jsonb_as_text
 from pgtaskq.worker.held import HeldJob
 from pgtaskq.worker.outcome import Outcome
 
@@ -68,10 +65,9 @@ class Claimer:
                  capacity: Capacity, held: HeldJobs, slots: Slots, completer: Completer,
                  exit_rules: ExitRules, due: DueTimes, timeouts: Timeouts,
                  parker: Parker, vacuum: JobsVacuum) -> None:
-        self._pool = pool
+        self._db = Statements(pool, tq.schema)
         self._tq = tq
         self._worker_id = worker_id
-        self._statement = render(tq.schema, worker_sql.CLAIM)
         self._params = {"worker_id": worker_id, "tasks": tasks, "limit": 0,
                         "lease": lease, "queues": queues, "claimers": claimers}
         self._capacity = capacity
@@ -96,13 +92,10 @@ class Claimer:
         self._due.unpark_if_due()
         started = time.monotonic()
         try:
-            with self._pool.connection(timeout=5) as conn:
-                cursor = conn.cursor(row_factory=namedtuple_row)
-                # args and kwargs as JSON text, decoded job by job below: psycopg's jsonb
-                # loader raising for one job lost the leases of the whole batch
-                cursor.adapters.register_loader("jsonb", TextLoader)
-                rows = cursor.execute(self._statement, {**self._params, "limit": limit}
-                                      ).fetchall()
+            # args and kwargs as JSON text, decoded job by job below: psycopg's jsonb
+            # loader raising for one job lost the leases of the whole batch
+            rows = self._db.fetchall(worker_sql.CLAIM, {**self._params, "limit": limit},
+                                     adapt=load_jsonb_as_text)
         except Exception as exc:
             pause = self._backoff.failed()
             self.not_before = time.monotonic() + pause

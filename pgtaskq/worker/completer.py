@@ -25,15 +25,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import psycopg
-from psycopg.rows import namedtuple_row
 
 from pgtaskq import defaults
 from pgtaskq.errors import first_line
-from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.storable import safe_text
 from pgtaskq.worker import rollup
 from pgtaskq.worker.backoff import Backoff
+from pgtaskq.worker.database import Statements
 from pgtaskq.worker.outcome import Outcome
 
 if TYPE_CHECKING:
@@ -62,8 +61,7 @@ class Completer:
         backoff_cap: float = defaults.BACKOFF_CAP,
         on_requeued: Callable[[float], None] | None = None,
     ) -> None:
-        self._pool = pool
-        self._schema = schema
+        self._db = Statements(pool, schema)
         self._worker_id = worker_id
         self._held = held
         self._flush_interval = flush_interval
@@ -211,8 +209,8 @@ class Completer:
             self._written([outcome])
             return True
         try:
-            with self._held.settling, self._pool.connection(timeout=5) as conn:
-                conn.execute(render(self._schema, worker_sql.FAIL_UNSTORABLE), {
+            with self._held.settling:
+                self._db.execute(worker_sql.FAIL_UNSTORABLE, {
                     "id": outcome.job_id, "attempt": outcome.attempt,
                     "worker_id": self._worker_id, "error": message})
                 self._held.release(outcome.job_id, outcome.attempt)
@@ -235,10 +233,7 @@ class Completer:
         """
         params = complete_params(self._worker_id, batch, *self._backoff)
         with self._held.settling:
-            with self._pool.connection(timeout=5) as conn:
-                cursor = conn.cursor(row_factory=namedtuple_row)
-                rows = cursor.execute(render(self._schema, worker_sql.COMPLETE),
-                                      params).fetchall()
+            rows = self._db.fetchall(worker_sql.COMPLETE, params)
             busy = {row.id for row in rows if row.kind == "busy"}
             self._held.release_all([(o.job_id, o.attempt) for o in batch
                                     if o.job_id not in busy])

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 from pgtaskq.errors import first_line
 from pgtaskq.sql import registry as registry_sql
-from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
+from pgtaskq.worker.database import Statements
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -36,13 +36,11 @@ class DueTimes:
 
     def __init__(self, pool: ConnectionPool, schema: str, channel: str, tasks: list[str], *,
                  poll_interval: float, wake: Callable[[], None]) -> None:
-        self._pool = pool
-        self._schema = schema
+        self._db = Statements(pool, schema)
         self._channel = channel
         self._tasks = tasks
         self._poll_interval = poll_interval
         self._wake = wake
-        self._next_due_statement = render(schema, worker_sql.NEXT_DUE)
         self._lock = threading.Lock()  # the completer's thread writes next_deferred too
         self.next_deferred: float | None = None
         self.next_unpark: float | None = None
@@ -70,12 +68,11 @@ class DueTimes:
             return
         self._last_lookup = now
         try:
-            with self._pool.connection(timeout=5) as conn:
-                row = conn.execute(self._next_due_statement, {"tasks": self._tasks}).fetchone()
+            row = self._db.fetchone(worker_sql.NEXT_DUE, {"tasks": self._tasks})
         except Exception as exc:
             log.debug("next deferred job look-up failed: %s", exc)
             return
-        deferred, unpark = row if row else (None, None)
+        deferred, unpark = (row.deferred, row.unpark) if row else (None, None)
         now = time.monotonic()
         due = [now + max(0.0, s) for s in (deferred, unpark) if s is not None]
         with self._lock:
@@ -91,13 +88,11 @@ class DueTimes:
         start: the jobs of a task no worker ran until now; later: parked future jobs)."""
         self.next_unpark = None
         try:
-            with self._pool.connection(timeout=5) as conn:
-                while True:
-                    row = conn.execute(render(self._schema, registry_sql.UNPARK), {
-                        "tasks": self._tasks, "limit": UNPARK_BATCH,
-                        "channel": self._channel}).fetchone()
-                    if row is None or row[0] < UNPARK_BATCH:
-                        break
+            while True:
+                row = self._db.fetchone(registry_sql.UNPARK, {
+                    "tasks": self._tasks, "limit": UNPARK_BATCH, "channel": self._channel})
+                if row is None or row.unparked < UNPARK_BATCH:
+                    break
         except Exception as exc:
             log.warning("taking back parked jobs failed: %s", first_line(exc))
             self.next_unpark = time.monotonic() + self._poll_interval

@@ -13,12 +13,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from psycopg.rows import namedtuple_row
-
-from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.worker.background import PeriodicThread
 from pgtaskq.worker.cancels import request_cancel
+from pgtaskq.worker.database import Statements
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -43,8 +41,7 @@ class Heartbeat(PeriodicThread):
         busy_slots: Callable[[], int],
     ) -> None:
         super().__init__(interval)
-        self._pool = pool
-        self._schema = schema
+        self._db = Statements(pool, schema)
         self._worker_id = worker_id
         self._held = held
         self._lease = lease
@@ -61,10 +58,7 @@ class Heartbeat(PeriodicThread):
             "busy_slots": self._busy_slots(),
             "stuck_slots": stuck,
         }
-        with self._pool.connection(timeout=5) as conn:
-            cursor = conn.cursor(row_factory=namedtuple_row)
-            rows = cursor.execute(render(self._schema, worker_sql.HEARTBEAT),
-                                  params).fetchall()
+        rows = self._db.fetchall(worker_sql.HEARTBEAT, params)
         still_ours = {row.id: row.cancel_requested for row in rows}
         missing = [job for job in jobs if job.id not in still_ours]
         if missing:

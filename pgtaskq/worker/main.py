@@ -31,7 +31,6 @@ from pgtaskq import embedded, forking
 from pgtaskq._version import __version__
 from pgtaskq.errors import ConfigurationError
 from pgtaskq.pool import LivenessCheck, open_pool
-from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.worker import systemd
 from pgtaskq.worker.backoff import Backoff
@@ -40,6 +39,7 @@ from pgtaskq.worker.capacity import Capacity
 from pgtaskq.worker.claimer import Claimer
 from pgtaskq.worker.completer import Completer
 from pgtaskq.worker.config import WorkerConfig
+from pgtaskq.worker.database import Statements
 from pgtaskq.worker.due import DueTimes
 from pgtaskq.worker.exit_rules import ExitRules
 from pgtaskq.worker.heartbeat import Heartbeat
@@ -139,14 +139,14 @@ class Worker:
 
     def _run_with_pool(self, conninfo: str) -> None:
         schema, tq, config = self.tq.schema, self.tq, self.config
-        with self._pool.connection(timeout=30) as conn:
-            row = conn.execute(render(schema, worker_sql.REGISTER_WORKER), {
-                "host": socket.gethostname(), "pid": os.getpid(), "queues": config.queues,
-                "concurrency": config.concurrency, "version": __version__,
-                "heartbeat_interval": config.heartbeat_interval,
-            }).fetchone()
+        self._db = Statements(self._pool, schema)
+        row = self._db.fetchone(worker_sql.REGISTER_WORKER, {
+            "host": socket.gethostname(), "pid": os.getpid(), "queues": config.queues,
+            "concurrency": config.concurrency, "version": __version__,
+            "heartbeat_interval": config.heartbeat_interval,
+        }, timeout=30)
         assert row is not None
-        self.worker_id = worker_id = int(row[0])
+        self.worker_id = worker_id = int(row.id)
         self._publish_tasks()
         connect_kwargs = tq.connection_kwargs(application_name=self.application_name)
         listen_conninfo = None if config.poll_only else (
@@ -223,13 +223,12 @@ class Worker:
         """Publish this worker's tasks and their declared options (``worker_tasks``), so
         that enqueue by name from a process without the task uses them."""
         tasks = [self.tq.tasks[name] for name in self._task_names]
-        with self._pool.connection(timeout=30) as conn:
-            conn.execute(render(self.tq.schema, worker_sql.PUBLISH_TASKS), {
-                "worker_id": self.worker_id, "tasks": [t.name for t in tasks],
-                "queues": [t.queue for t in tasks], "priorities": [t.priority for t in tasks],
-                "max_attempts": [t.max_attempts for t in tasks],
-                "timeouts": [t.timeout for t in tasks],
-            })
+        self._db.execute(worker_sql.PUBLISH_TASKS, {
+            "worker_id": self.worker_id, "tasks": [t.name for t in tasks],
+            "queues": [t.queue for t in tasks], "priorities": [t.priority for t in tasks],
+            "max_attempts": [t.max_attempts for t in tasks],
+            "timeouts": [t.timeout for t in tasks],
+        }, timeout=30)
 
     def _make_timers(self) -> list[LoopTimer]:
         """Timers the main loop serves: the cron scheduler, when the app has schedules."""
@@ -264,9 +263,7 @@ class Worker:
         for thread in self._threads:
             thread.stop()
         try:
-            with self._pool.connection(timeout=5) as conn:
-                conn.execute(render(self.tq.schema, worker_sql.WORKER_STOPPED),
-                             {"worker_id": self.worker_id})
+            self._db.execute(worker_sql.WORKER_STOPPED, {"worker_id": self.worker_id})
         except Exception as exc:
             log.warning("could not mark worker %s stopped: %s", self.worker_id, exc)
         log.info("worker %s stopped", self.worker_id)
@@ -292,8 +289,7 @@ class Worker:
             try:
                 # as the completer does: the heartbeat must not take these for lost leases
                 with self._held.settling:
-                    with self._pool.connection(timeout=5) as conn:
-                        conn.execute(render(self.tq.schema, statement), params)
+                    self._db.execute(statement, params)
                     self._held.release_all([(job.id, job.attempt) for job in jobs])
                 break
             except Exception as exc:

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 from pgtaskq import defaults
 from pgtaskq.sql import registry as registry_sql
-from pgtaskq.sql import render
 from pgtaskq.worker.background import PeriodicThread
+from pgtaskq.worker.database import Statements
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -45,8 +45,7 @@ class Parker(PeriodicThread):
                  vacuum: Callable[[], None] | None = None) -> None:
         super().__init__(interval)
         self._vacuum = vacuum
-        self._pool = pool
-        self._schema = schema
+        self._db = Statements(pool, schema)
         self._last_run = 0.0
         self._reported: set[str] = set()
         self.parked = 0
@@ -59,7 +58,6 @@ class Parker(PeriodicThread):
 
     def run_once(self) -> None:
         self._last_run = time.monotonic()
-        statement = render(self._schema, registry_sql.SWEEP)
         params = {"window": WINDOW, "lost_beats": defaults.WORKER_LOST_AFTER_BEATS,
                   "lost_min": defaults.WORKER_LOST_AFTER_MIN}
         unknown: dict[str, int] = {}
@@ -67,15 +65,14 @@ class Parker(PeriodicThread):
         for _ in range(MAX_ROUNDS):
             if self.stopping:
                 break
-            with self._pool.connection(timeout=5) as conn:
-                rows = conn.execute(statement, params).fetchall()
+            rows = self._db.fetchall(registry_sql.SWEEP, params)
             if not rows:
                 break
-            for task, deferred, count in rows:
-                parked += count
-                self.parked += count
-                if not deferred:
-                    unknown[task] = unknown.get(task, 0) + count
+            for row in rows:
+                parked += row.parked
+                self.parked += row.parked
+                if not row.deferred:
+                    unknown[row.task] = unknown.get(row.task, 0) + row.parked
         if parked >= VACUUM_AFTER and self._vacuum is not None:
             # the parked rows' old entries stay at the head of jobs_ready until VACUUM
             # removes them: every claim would still step over them

@@ -20,6 +20,7 @@ from pgtaskq import defaults
 from pgtaskq.sql import history as history_sql
 from pgtaskq.sql import render
 from pgtaskq.worker.background import PeriodicThread
+from pgtaskq.worker.database import POOL_TIMEOUT
 
 if TYPE_CHECKING:
     import psycopg
@@ -144,7 +145,7 @@ class Pruner(PeriodicThread):
     def _execute(self, query: str, params: dict[str, object]) -> int:
         # A pool connection per batch, not per pass: a long pass after a retention
         # change must not keep one of the worker's few connections from the completer.
-        with self._pool.connection(timeout=5) as conn:
+        with self._pool.connection(timeout=POOL_TIMEOUT) as conn:
             row = conn.execute(query, params).fetchone()
         return int(row[0]) if row else 0
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.worker.background import PeriodicThread
+from pgtaskq.worker.database import Statements
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -30,17 +30,15 @@ class Rescuer(PeriodicThread):
     def __init__(self, pool: ConnectionPool, schema: str, channel: str, *,
                  interval: float) -> None:
         super().__init__(interval)
-        self._pool = pool
-        self._schema = schema
+        self._db = Statements(pool, schema)
         self._channel = channel
 
     def run_once(self) -> None:
         while not self.stopping:
-            with self._pool.connection(timeout=5) as conn:
-                rows = conn.execute(render(self._schema, worker_sql.RESCUE),
-                                    {"limit": BATCH, "channel": self._channel}).fetchall()
-            requeued = [job_id for kind, job_id in rows if kind == "requeued"]
-            failed = [job_id for kind, job_id in rows if kind == "archived"]
+            rows = self._db.fetchall(worker_sql.RESCUE,
+                                     {"limit": BATCH, "channel": self._channel})
+            requeued = [row.id for row in rows if row.kind == "requeued"]
+            failed = [row.id for row in rows if row.kind == "archived"]
             if requeued:
                 log.warning("rescued %d jobs with expired leases: %s", len(requeued),
                             _ids(requeued))
@@ -49,9 +47,7 @@ class Rescuer(PeriodicThread):
                             "cancelled): %s", len(failed), _ids(failed))
             if len(rows) < BATCH:
                 break
-        with self._pool.connection(timeout=5) as conn:
-            conn.execute(render(self._schema, worker_sql.FORGET_OLD_WORKERS),
-                         {"older_than": FORGET_WORKERS_AFTER})
+        self._db.execute(worker_sql.FORGET_OLD_WORKERS, {"older_than": FORGET_WORKERS_AFTER})
 
 
 def _ids(ids: list[int]) -> str:

@@ -38,8 +38,8 @@ from psycopg import sql
 from pgtaskq.cron import RUN_ONCE, Schedule
 from pgtaskq.errors import first_line
 from pgtaskq.sql import cron as cron_sql
-from pgtaskq.sql import render
 from pgtaskq.worker.backoff import Backoff
+from pgtaskq.worker.database import Statements
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -82,8 +82,7 @@ class CronScheduler:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._pool = pool
-        self._schema = schema
+        self._db = Statements(pool, schema)
         self._channel = channel
         self._schedules = dict(schedules)
         self._clock = clock
@@ -146,14 +145,13 @@ class CronScheduler:
             "next_ticks": [s.next_tick(now_dt) for s in schedules],
             "now": now_dt,
         }
-        with self._pool.connection(timeout=5) as conn:
-            rows = conn.execute(render(self._schema, cron_sql.SCHEDULE_REGISTER),
-                                params).fetchall()
-        retired = sorted(name for kind, name, _, _ in rows if kind == "retired")
+        rows = self._db.fetchall(cron_sql.SCHEDULE_REGISTER, params)
+        retired = sorted(row.name for row in rows if row.kind == "retired")
         due = {}
-        for kind, name, last_tick, defined_at in rows:
-            if kind == "registered":
-                due[name] = first_due(self._schedules[name], now_dt, last_tick, defined_at)
+        for row in rows:
+            if row.kind == "registered":
+                due[row.name] = first_due(self._schedules[row.name], now_dt, row.last_tick,
+                                          row.defined_at)
         self._due = due
         self._registered = True
         self._warned.clear()
@@ -172,11 +170,9 @@ class CronScheduler:
             "kwargs": schedule.kwargs_json, "priority": schedule.priority,
             "max_attempts": schedule.max_attempts, "channel": self._channel,
         }
-        with self._pool.connection(timeout=5) as conn:
-            row = conn.execute(render(self._schema, cron_sql.SCHEDULE_FIRE),
-                               params).fetchone()
+        row = self._db.fetchone(cron_sql.SCHEDULE_FIRE, params)
         assert row is not None
-        job_id, _, exists, registered_as_here = row
+        job_id, exists, registered_as_here = row.job_id, row.registered, row.registered_as_here
         self._due[schedule.name] = following
         if job_id is not None:
             log.info("cron: schedule %s: job %d enqueued for tick %s", schedule.name,

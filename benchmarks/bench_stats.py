@@ -26,7 +26,8 @@ from typing import Any
 
 import psycopg
 
-from pgtaskq import TaskQueue, defaults, health, stats
+from pgtaskq import TaskQueue, defaults
+from pgtaskq.operations import health, stats
 from pgtaskq.sql import render
 from pgtaskq.sql import stats as stats_sql
 
@@ -101,7 +102,7 @@ def metrics_scrape(conn: psycopg.Connection, schema: str) -> Any:
         from prometheus_client import CollectorRegistry, generate_latest
     except ImportError:
         return None
-    from pgtaskq.metrics import PgtaskqCollector
+    from pgtaskq.operations.metrics import PgtaskqCollector
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PgtaskqCollector(lambda: conn, schema))

@@ -22,8 +22,7 @@ import psycopg
 from psycopg import conninfo as pg_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pgtaskq import dbapi, defaults, embedded, options
-from pgtaskq import schema as schema_admin
+from pgtaskq import dbapi, defaults, embedded, migrate, options
 from pgtaskq.context import JobContext
 from pgtaskq.declared import DeclaredOptions
 from pgtaskq.errors import (
@@ -353,12 +352,12 @@ class TaskQueue:
     def upgrade(self) -> tuple[int, int]:
         """Apply pending migrations under an advisory lock; return (before, after)."""
         with self.connect() as conn:
-            return schema_admin.upgrade(conn, self.schema)
+            return migrate.upgrade(conn, self.schema)
 
     def uninstall(self) -> bool:
         """Drop pgtaskq's tables (jobs included!); return whether it was installed."""
         with self.connect() as conn:
-            return schema_admin.uninstall(conn, self.schema)
+            return migrate.uninstall(conn, self.schema)
 
     def grant(
         self,
@@ -378,7 +377,7 @@ class TaskQueue:
                  for kind, names in (("producer", producer), ("worker", worker),
                                      ("reader", reader))}
         with self.connect() as conn:
-            schema_admin.require_installed(conn, self.schema)
+            migrate.require_installed(conn, self.schema)
             return grants.grant(conn, self.schema, roles, dry_run=dry_run)
 
     def check_privileges(self, kind: str) -> None:
@@ -391,12 +390,12 @@ class TaskQueue:
     def check_installed(self) -> int:
         """Installed version; ``SchemaNotInstalledError`` saying what to run otherwise."""
         with self.connect() as conn:
-            return schema_admin.require_installed(conn, self.schema, self.admin_command)
+            return migrate.require_installed(conn, self.schema, self.admin_command)
 
     def admin_command(self, command: str) -> str:
         """The command line that runs ``pgtaskq COMMAND`` (install, upgrade) for this
         queue, as error messages suggest it; integrations word it their way."""
-        return schema_admin.admin_command(self.schema, command)
+        return migrate.admin_command(self.schema, command)
 
     # -- tasks --------------------------------------------------------------------------
 

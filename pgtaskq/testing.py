@@ -102,12 +102,12 @@ def tq(pgtaskq_dsn: str, schema_name: str) -> Iterator[TaskQueue]:
 def _drop_test_schema(dsn: str, schema: str) -> None:
     """Uninstall a test's schema, failing within seconds (not at the suite's timeout)
     when a connection the test opened still holds a transaction on its tables."""
-    from pgtaskq import schema as schema_admin
+    from pgtaskq import migrate
     from pgtaskq.errors import SchemaVersionError
 
     with psycopg.connect(dsn, autocommit=True, options="-c lock_timeout=10s") as conn:
         try:
-            schema_admin.uninstall(conn, schema)
+            migrate.uninstall(conn, schema)
         except SchemaVersionError:  # a test marked the schema newer than this code
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
         except psycopg.errors.LockNotAvailable:

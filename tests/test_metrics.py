@@ -22,7 +22,7 @@ prometheus_client = pytest.importorskip(
     "prometheus_client", reason="pip install 'pgtaskq[prometheus]' (or the dev extra)")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from pgtaskq.metrics import RollupTotals, histogram_buckets  # noqa: E402
+from pgtaskq.operations.metrics import RollupTotals, histogram_buckets  # noqa: E402
 
 
 class Exporter:

@@ -19,9 +19,9 @@ from worker_helpers import FAST, create_runs_table
 from benchmarks.claim_plan import explain_claim
 from pgtaskq import TaskQueue
 from pgtaskq.cli import cli
+from pgtaskq.operations.stats import collect
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
-from pgtaskq.stats import collect
 from pgtaskq.testing import wait_until
 
 

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 from worker_helpers import FAST
 
-from pgtaskq import stats
 from pgtaskq.cli import cli
+from pgtaskq.operations import stats
 from pgtaskq.testing import wait_until
 from pgtaskq.worker import pruner
 

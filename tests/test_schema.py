@@ -20,8 +20,7 @@ import psycopg.conninfo
 import pytest
 from psycopg import sql
 
-from pgtaskq import SchemaNotInstalledError, TaskQueue
-from pgtaskq import schema as schema_admin
+from pgtaskq import SchemaNotInstalledError, TaskQueue, migrate
 from pgtaskq.errors import DatabaseUnavailableError, SchemaVersionError
 from pgtaskq.sql.migrations import LATEST_VERSION, MIGRATIONS
 from pgtaskq.testing import wait_until
@@ -134,7 +133,7 @@ INSTALLER = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
     from pgtaskq import TaskQueue
-    from pgtaskq import schema as schema_admin
+    from pgtaskq import migrate
 
     dsn, name, ready, go = sys.argv[1:]
     conn = TaskQueue(dsn, schema=name).connect()  # connect first: the race is in install
@@ -144,7 +143,7 @@ INSTALLER = textwrap.dedent("""
         if time.monotonic() > deadline:
             sys.exit("never told to go")
         time.sleep(0.002)
-    before, after = schema_admin.upgrade(conn, name)
+    before, after = migrate.upgrade(conn, name)
     print(before, after)
 """)
 
@@ -217,14 +216,14 @@ def test_upgrade_from_every_earlier_version(
     conn: psycopg.Connection, db: psycopg.Connection, new_schema: NewSchema, start: int
 ) -> None:
     fresh, old = new_schema(), new_schema()
-    assert schema_admin.upgrade(conn, fresh) == (0, LATEST_VERSION)
+    assert migrate.upgrade(conn, fresh) == (0, LATEST_VERSION)
 
-    assert schema_admin.upgrade(conn, old, target=start) == (0, start)
-    assert schema_admin.installed_version(conn, old) == start
+    assert migrate.upgrade(conn, old, target=start) == (0, start)
+    assert migrate.installed_version(conn, old) == start
     if start > 0:
         with pytest.raises(SchemaVersionError, match=f"run 'pgtaskq --schema {old} upgrade'"):
-            schema_admin.require_installed(conn, old)
-    assert schema_admin.upgrade(conn, old) == (start, LATEST_VERSION)
+            migrate.require_installed(conn, old)
+    assert migrate.upgrade(conn, old) == (start, LATEST_VERSION)
 
     assert catalog(db, old) == catalog(db, fresh)
     assert version_rows(db, old) == list(range(1, LATEST_VERSION + 1))
@@ -237,16 +236,16 @@ def test_upgrade_of_an_install_whose_record_predates_created_schema(
     """Installs made before the record had ``created_schema`` (pgtaskq <= schema version 2)
     must still upgrade: recording the new versions used to name the missing column."""
     old = new_schema()
-    schema_admin.upgrade(conn, old, target=start)
+    migrate.upgrade(conn, old, target=start)
     db.execute(
         sql.SQL("ALTER TABLE {}.schema_version DROP COLUMN created_schema").format(
             sql.Identifier(old)
         )
     )
-    assert schema_admin.upgrade(conn, old) == (start, LATEST_VERSION)
+    assert migrate.upgrade(conn, old) == (start, LATEST_VERSION)
     assert version_rows(db, old) == list(range(1, LATEST_VERSION + 1))
     # The upgrade did not create the schema: uninstall keeps it (now empty).
-    assert schema_admin.uninstall(conn, old)
+    assert migrate.uninstall(conn, old)
     assert schema_exists(db, old)
 
 
@@ -255,17 +254,17 @@ def test_every_migration_is_a_step(
 ) -> None:
     name = new_schema()
     for version in range(1, len(MIGRATIONS) + 1):
-        assert schema_admin.upgrade(conn, name, target=version) == (version - 1, version)
-        assert schema_admin.upgrade(conn, name, target=version) == (version, version)
+        assert migrate.upgrade(conn, name, target=version) == (version - 1, version)
+        assert migrate.upgrade(conn, name, target=version) == (version, version)
 
 
 def test_upgrade_to_an_unknown_version(conn: psycopg.Connection, new_schema: NewSchema) -> None:
     with pytest.raises(ValueError, match="unknown schema version"):
-        schema_admin.upgrade(conn, new_schema(), target=LATEST_VERSION + 1)
+        migrate.upgrade(conn, new_schema(), target=LATEST_VERSION + 1)
 
 
 def test_upgrade_never_downgrades(tq: TaskQueue, conn: psycopg.Connection) -> None:
-    assert schema_admin.upgrade(conn, tq.schema, target=0) == (LATEST_VERSION, LATEST_VERSION)
+    assert migrate.upgrade(conn, tq.schema, target=0) == (LATEST_VERSION, LATEST_VERSION)
     assert tq.check_installed() == LATEST_VERSION
 
 

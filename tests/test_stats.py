@@ -24,8 +24,9 @@ import pytest
 from click.testing import CliRunner
 from worker_helpers import FAST, create_runs_table, runs
 
-from pgtaskq import histogram, stats
+from pgtaskq import histogram
 from pgtaskq.cli import cli
+from pgtaskq.operations import stats
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.testing import wait_until

@@ -8,8 +8,8 @@ import pytest
 
 from pgtaskq import duration, histogram
 from pgtaskq.cli.stats import sparkline
+from pgtaskq.operations.stats import error_summary
 from pgtaskq.sql import migrations
-from pgtaskq.stats import error_summary
 
 
 def test_buckets_are_monotonic_and_bounded():

@@ -109,11 +109,16 @@ def test_no_import_cycle_inside_pgtaskq():
     assert _cycles(import_graph()) == []
 
 
+NOT_PRODUCER = ("pgtaskq.worker", "pgtaskq.operations")
+
+
 def _worker_side(modules: set[str]) -> set[str]:
-    return {m for m in modules if m == "pgtaskq.worker" or m.startswith("pgtaskq.worker.")}
+    """The modules of the worker and operations packages among ``modules``."""
+    return {m for m in modules
+            if any(m == p or m.startswith(p + ".") for p in NOT_PRODUCER)}
 
 
-def test_the_producer_side_never_imports_the_worker():
+def test_the_producer_side_never_imports_the_worker_nor_operations():
     """Not even in a function body: enqueue, get_job, cancel... never load the worker.
     (The one lazy door is ``pgtaskq.Worker``, in the root package's ``__getattr__``.)"""
     graph = import_graph()
@@ -122,9 +127,10 @@ def test_the_producer_side_never_imports_the_worker():
         assert _worker_side(_closure(graph, producer)) == set(), producer
 
 
-def test_importing_pgtaskq_loads_no_worker_module():
+def test_importing_pgtaskq_loads_no_worker_nor_operations_module():
     code = ("import sys, pgtaskq; from pgtaskq import TaskQueue, current_job; "
-            "print(sorted(m for m in sys.modules if m.startswith('pgtaskq.worker')))")
+            "print(sorted(m for m in sys.modules "
+            "if m.startswith(('pgtaskq.worker', 'pgtaskq.operations'))))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True).stdout
     assert out.strip() == "[]"

@@ -2,7 +2,7 @@
 
 ``pgtaskq [--dsn DSN] [--schema NAME] COMMAND``. The global options are read once here
 (with ``$PGTASKQ_DSN`` / ``$PGTASKQ_SCHEMA`` as defaults) and handed to commands through
-``pgtaskq.cli.context``: a command declares ``@pass_queue`` (an installed TaskQueue) or
+``pgtaskq.cli.group``: a command declares ``@pass_queue`` (an installed TaskQueue) or
 ``@pass_cli`` (the raw options) and never parses them itself. Errors a user can fix are
 printed as one line, with a non-zero exit status, by ``PgtaskqGroup``.
 
@@ -18,8 +18,8 @@ import click
 
 from pgtaskq import defaults
 from pgtaskq._version import __version__
-from pgtaskq.cli.context import CliContext, PgtaskqGroup
 from pgtaskq.cli.dashboard import dashboard_command
+from pgtaskq.cli.group import CliContext, PgtaskqGroup
 from pgtaskq.cli.jobs import (
     cancel_command,
     enqueue_command,

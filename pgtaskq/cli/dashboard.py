@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from pgtaskq.cli.context import pass_queue
+from pgtaskq.cli.group import pass_queue
 from pgtaskq.queue import TaskQueue
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")

@@ -15,7 +15,7 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from pgtaskq.cli.context import pass_queue, user_errors
+from pgtaskq.cli.group import pass_queue, user_errors
 from pgtaskq.errors import JobNotFoundError, PgtaskqError, first_line
 from pgtaskq.job import STATUSES, Job
 from pgtaskq.printable import printable, printable_cells

@@ -4,7 +4,7 @@ A separate small process beside the workers (one per schema is enough; several a
 harmless) rather than an endpoint in each worker: a scrape reads the database, and one
 reader per schema keeps that cost constant however many workers run. It serves
 ``/metrics`` over HTTP until SIGTERM or Ctrl-C (exit 0) and survives database outages
-(``pgtaskq_up 0``). What each metric means is in ``pgtaskq.metrics`` and the README.
+(``pgtaskq_up 0``). What each metric means is in ``pgtaskq.operations.metrics`` and the README.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import threading
 
 import click
 
-from pgtaskq.cli.context import CliContext, pass_cli
+from pgtaskq.cli.group import CliContext, pass_cli
 
 APPLICATION_NAME = "pgtaskq metrics {pid}"
 
@@ -34,7 +34,7 @@ def metrics_command(cli_context: CliContext, port: int, bind: str) -> None:
         raise click.ClickException(
             "pgtaskq metrics needs prometheus-client: pip install 'pgtaskq[prometheus]'"
         ) from None
-    from pgtaskq.metrics import PgtaskqCollector
+    from pgtaskq.operations.metrics import PgtaskqCollector
 
     tq = cli_context.installed_queue()
     collector = PgtaskqCollector(

@@ -15,14 +15,13 @@ import json
 import click
 import psycopg
 
-from pgtaskq import health
-from pgtaskq.cli.context import CliContext, pass_cli, pass_queue
 from pgtaskq.cli.duration import DURATION
+from pgtaskq.cli.group import CliContext, pass_cli, pass_queue
 from pgtaskq.duration import format_age
 from pgtaskq.errors import PgtaskqError, first_line
+from pgtaskq.operations import health, retention
 from pgtaskq.printable import printable
 from pgtaskq.queue import TaskQueue
-from pgtaskq.worker import pruner
 
 
 @click.command("check")
@@ -64,14 +63,14 @@ def check_command(cli_context: CliContext, max_age: float, min_workers: int,
 @click.option("--older-than", type=DURATION, required=True,
               help="Delete finished jobs that finished longer ago (90s, 15m, 3h, 3d).")
 @click.option("--status", "statuses", multiple=True,
-              type=click.Choice(pruner.FINAL_STATUSES),
+              type=click.Choice(retention.FINAL_STATUSES),
               help="Only this status (repeatable); default: all finished statuses.")
 @pass_queue
 def purge_command(tq: TaskQueue, older_than: float, statuses: tuple[str, ...]) -> None:
     """Delete the history of finished jobs older than a duration, in small batches."""
     with tq.connect() as conn:
-        deleted = pruner.purge(pruner.on_connection(conn), tq.schema, older_than,
-                               statuses or pruner.FINAL_STATUSES)
+        deleted = retention.purge(retention.on_connection(conn), tq.schema, older_than,
+                               statuses or retention.FINAL_STATUSES)
     detail = ", ".join(f"{status} {count:,}" for status, count in deleted.items())
     click.echo(f"purged {sum(deleted.values()):,} finished jobs older than "
                f"{format_age(older_than)} ({detail})")

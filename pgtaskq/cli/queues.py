@@ -12,7 +12,7 @@ from datetime import timezone
 import click
 
 from pgtaskq import options
-from pgtaskq.cli.context import pass_queue, user_errors
+from pgtaskq.cli.group import pass_queue, user_errors
 from pgtaskq.queue import TaskQueue
 
 

@@ -22,7 +22,7 @@ import click
 from tabulate import tabulate
 
 from pgtaskq import defaults
-from pgtaskq.cli.context import pass_queue
+from pgtaskq.cli.group import pass_queue
 from pgtaskq.printable import printable_cells
 from pgtaskq.queue import TaskQueue
 from pgtaskq.sql import cron as cron_sql

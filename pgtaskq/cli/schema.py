@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from pgtaskq.cli.context import CliContext, pass_cli, user_errors
+from pgtaskq.cli.group import CliContext, pass_cli, user_errors
 
 
 def _report(schema: str, before: int, after: int) -> None:

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timezone
 
-from pgtaskq import stats
 from pgtaskq.duration import format_age, format_ms
+from pgtaskq.operations import stats
 from pgtaskq.printable import printable
 
 HOME = "\x1b[H"

@@ -1,6 +1,6 @@
 """``pgtaskq stats``: the terminal dashboard (``--watch``) and its ``--json`` form.
 
-Rendering only: the figures and how they are read cheaply are in ``pgtaskq.stats``. The
+Rendering only: the figures and how they are read cheaply are in ``pgtaskq.operations.stats``. The
 watch loop keeps one autocommit connection, redraws in place on a terminal (one screen
 fitted to its size: ``pgtaskq.cli.screen``) and appends full frames otherwise (a log
 file or a pipe must not fill with escape codes), survives a database outage by showing
@@ -22,13 +22,13 @@ import click
 import psycopg
 from tabulate import tabulate
 
-from pgtaskq import stats
 from pgtaskq.cli import screen
-from pgtaskq.cli.context import pass_queue
 from pgtaskq.cli.duration import Seconds
+from pgtaskq.cli.group import pass_queue
 from pgtaskq.cli.screen import render_fitted
 from pgtaskq.duration import format_age, format_ms
 from pgtaskq.errors import DatabaseUnavailableError, first_line
+from pgtaskq.operations import stats
 from pgtaskq.printable import printable
 from pgtaskq.queue import TaskQueue
 

@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 import click
 
 from pgtaskq import logs
-from pgtaskq.cli.context import CliContext, pass_cli
 from pgtaskq.cli.duration import DURATION, Seconds
+from pgtaskq.cli.group import CliContext, pass_cli
 from pgtaskq.errors import first_line
 from pgtaskq.queue import TaskQueue
 from pgtaskq.worker import config

@@ -1,7 +1,7 @@
 """Read-only statements behind ``pgtaskq metrics`` (the Prometheus exporter).
 
 Counters must only grow, so the exporter sums the ``stats_minute`` rollups of a range of
-minutes itself (``pgtaskq.metrics.RollupTotals``): each closed minute is read once, the
+minutes itself (``pgtaskq.operations.metrics.RollupTotals``): each closed minute is read once, the
 open ones again at every scrape. A range is a primary-key range scan of a few minutes.
 """
 

@@ -1,6 +1,6 @@
 """What the dashboard reads: the stats snapshot, pages of jobs, schedules.
 
-The overview is ``pgtaskq.stats.collect`` (per-minute rollups and index probes, never a
+The overview is ``pgtaskq.operations.stats.collect`` (per-minute rollups and index probes, never a
 count of the job tables), the same figures as ``pgtaskq stats``. Job pages walk a primary
 key from a cursor (``sql/dashboard.py``), so they cost the same on page one and page one
 thousand, with a million rows or ten.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pgtaskq import stats
 from pgtaskq.job import FINAL_STATUSES, LIVE_STATUSES, Job
+from pgtaskq.operations import stats
 from pgtaskq.queue import TaskQueue
 from pgtaskq.sql import dashboard as dashboard_sql
 from pgtaskq.sql import render

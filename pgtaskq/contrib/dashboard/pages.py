@@ -14,11 +14,11 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-from pgtaskq import stats
 from pgtaskq.contrib.dashboard import charts, csrf
 from pgtaskq.contrib.dashboard.markup import Safe, html, join, query
 from pgtaskq.duration import format_age, format_ms
 from pgtaskq.job import STATUSES, Job
+from pgtaskq.operations import stats
 
 
 @dataclass

@@ -41,7 +41,7 @@ class ReadOnlyJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="error")
     def error_line(self, job: Any) -> str:
-        from pgtaskq.stats import error_summary
+        from pgtaskq.operations.stats import error_summary
 
         line = error_summary(job.last_error)
         return line if len(line) <= 80 else line[:79] + "…"

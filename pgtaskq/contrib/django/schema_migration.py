@@ -41,7 +41,7 @@ def upgrade_schema_to(version: int) -> migrations.RunPython:
     """The operation that brings pgtaskq's schema to ``version`` (never down)."""
 
     def forwards(apps: Any, schema_editor: Any) -> None:
-        from pgtaskq import schema as schema_admin
+        from pgtaskq import migrate
         from pgtaskq.contrib.django.conf import get_queue
 
         queue = get_queue()
@@ -49,9 +49,9 @@ def upgrade_schema_to(version: int) -> migrations.RunPython:
         if queue.database is not None and queue.database != schema_editor.connection.alias:
             return
         with queue.connect() as conn:
-            before = schema_admin.installed_version(conn, queue.schema)
+            before = migrate.installed_version(conn, queue.schema)
             if before < version:
-                schema_admin.upgrade(conn, queue.schema, target=version)
+                migrate.upgrade(conn, queue.schema, target=version)
 
     # Reversing does nothing: dropping the jobs is 'manage.py pgtaskq uninstall'.
     return migrations.RunPython(forwards, migrations.RunPython.noop, elidable=False)

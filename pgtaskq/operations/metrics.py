@@ -1,8 +1,9 @@
 """Prometheus metrics of a pgtaskq schema, read at scrape time (``pgtaskq metrics``).
 
 Nothing is counted in the worker's hot path for this: gauges come from the same reads as
-``pgtaskq stats`` (``pgtaskq.stats.collect``: rollups, partial indexes, a block sample on a
-huge ``jobs`` table), so a scrape costs what one ``stats`` frame costs at any queue size.
+``pgtaskq stats`` (``pgtaskq.operations.stats.collect``: rollups, partial indexes, a block
+sample on a huge ``jobs`` table), so a scrape costs what one ``stats`` frame costs at any
+queue size.
 
 Counters and histograms must only grow, but the rollups are per minute and pruned after
 days. :class:`RollupTotals` therefore keeps its own running totals from the moment the
@@ -33,8 +34,9 @@ from prometheus_client.core import (
     Metric,
 )
 
-from pgtaskq import histogram, stats
+from pgtaskq import histogram
 from pgtaskq.errors import first_line
+from pgtaskq.operations import stats
 from pgtaskq.sql import metrics as metrics_sql
 from pgtaskq.sql import render
 

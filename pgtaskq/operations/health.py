@@ -79,7 +79,7 @@ def check(conn: psycopg.Connection, schema: str, *, max_age: float, min_workers:
     """Run every check on the autocommit ``conn``; the schema must be installed."""
 
     def run(template: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        # Not prepared, for the same reason as in pgtaskq.stats: custom plans only.
+        # Not prepared, for the same reason as in pgtaskq.operations.stats: custom plans only.
         return conn.execute(render(schema, template), params or {}, prepare=False).fetchall()
 
     findings = []

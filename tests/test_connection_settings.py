@@ -14,7 +14,7 @@ README = Path(__file__).resolve().parent.parent / "README.rst"
 
 
 def test_prepare_setting_rejects_nonsense(monkeypatch):
-    from pgtaskq.queue import prepare_setting
+    from pgtaskq.connections import prepare_setting
 
     monkeypatch.setenv("PGTASKQ_PREPARE", "maybe")
     with pytest.raises(ValueError, match="PGTASKQ_PREPARE"):

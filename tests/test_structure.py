@@ -145,3 +145,26 @@ def test_the_graph_sees_imports():
     assert "pgtaskq.sql.worker" in graph["pgtaskq.worker.main"]
     assert "pgtaskq.worker.main" in graph["pgtaskq.worker"]
     assert "pgtaskq.queue" in graph["pgtaskq"]
+
+
+MODULE_MAX_LINES = 450
+CLASS_MAX_LINES = 300
+SIZE_EXEMPT = ("pgtaskq/sql/migrations.py",)
+"""The schema's migrations: a history, appended to and never edited, read one at a time."""
+
+
+def test_no_module_over_450_lines_and_no_class_over_300():
+    too_big = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE.parent).as_posix()
+        if relative in SIZE_EXEMPT or "/migrations/" in relative:
+            continue
+        text = path.read_text()
+        if len(text.splitlines()) > MODULE_MAX_LINES:
+            too_big.append(f"{relative}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef):
+                size = node.end_lineno - node.lineno + 1
+                if size > CLASS_MAX_LINES:
+                    too_big.append(f"{relative}: class {node.name}, {size} lines")
+    assert too_big == []

@@ -142,9 +142,12 @@ class WorkerProcess:
         cwd: str | None = None,
         global_args: Sequence[str] = (),
         command: Sequence[str] | None = None,
+        pythonpath: Sequence[str] = (),
     ) -> None:
         """``command`` replaces ``python -m pgtaskq [global_args] worker`` (``python -m
-        django pgtaskq worker``, say); ``app`` and ``args`` follow it (``app=""``: none)."""
+        django pgtaskq worker``, say); ``app`` and ``args`` follow it (``app=""``: none).
+        ``pythonpath``: directories the worker imports ``app`` from, after its working
+        directory and before the inherited ``$PYTHONPATH``."""
         self.log_path = Path(tempfile.mkstemp(prefix="pgtaskq-worker-", suffix=".log")[1])
         full_env = {
             **os.environ,
@@ -153,9 +156,8 @@ class WorkerProcess:
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
-        tests_dir = str(Path(__file__).resolve().parent.parent / "tests")
         full_env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (cwd or os.getcwd(), tests_dir, full_env.get("PYTHONPATH", "")) if p
+            p for p in (cwd or os.getcwd(), *pythonpath, full_env.get("PYTHONPATH", "")) if p
         )
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in _reap
         self.process = subprocess.Popen(
@@ -220,14 +222,23 @@ class WorkerProcess:
 
 
 @pytest.fixture
+def worker_pythonpath() -> Sequence[str]:
+    """Directories ``worker_process`` workers import their app from, besides their working
+    directory: none by default. A project whose test apps live elsewhere overrides it in
+    its conftest.py (``return [str(Path(__file__).parent)]``)."""
+    return ()
+
+
+@pytest.fixture
 def worker_process(
-    pgtaskq_dsn: str, tq: TaskQueue
+    pgtaskq_dsn: str, tq: TaskQueue, worker_pythonpath: Sequence[str]
 ) -> Iterator[Callable[..., WorkerProcess]]:
     """Factory: ``worker_process("module:tq", "--concurrency", "4")`` starts a worker on
     the test's schema; all of them are killed at teardown if still running."""
     started: list[WorkerProcess] = []
 
     def start(app: str, *args: str, **kwargs: Any) -> WorkerProcess:
+        kwargs.setdefault("pythonpath", worker_pythonpath)
         worker = WorkerProcess(app, pgtaskq_dsn, tq.schema, args, **kwargs)
         started.append(worker)
         return worker

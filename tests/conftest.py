@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 from pgbouncer_server import PgBouncer, running
+from worker_helpers import TESTS
+
+
+@pytest.fixture
+def worker_pythonpath() -> Sequence[str]:
+    """The suite's worker apps (``apps.basic:tq``...) live in tests/apps."""
+    return [TESTS]
 
 
 @pytest.fixture(scope="session")

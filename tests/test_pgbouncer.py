@@ -14,7 +14,7 @@ import pgbouncer_server
 import psycopg
 import pytest
 from click.testing import CliRunner
-from worker_helpers import FAST, create_runs_table, runs
+from worker_helpers import FAST, TESTS, create_runs_table, runs
 
 from pgtaskq import TaskQueue
 from pgtaskq.cli import cli
@@ -38,7 +38,7 @@ def worker_via(bouncer_dsn, tq):
     def start(app: str, *args: str, env: dict[str, str] | None = None,
               global_args: list[str] | None = None) -> WorkerProcess:
         worker = WorkerProcess(app, bouncer_dsn, tq.schema, args, env=env,
-                               global_args=global_args or ())
+                               global_args=global_args or (), pythonpath=[TESTS])
         started.append(worker)
         return worker
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from worker_helpers import FAST, create_runs_table, runs
+from worker_helpers import FAST, TESTS, create_runs_table, runs
 
 from pgtaskq import TaskQueue
 from pgtaskq.testing import WorkerProcess, wait_until
@@ -65,7 +65,7 @@ def test_postgres_restart_mid_drain(private_server):
         create_runs_table(conn, schema)
     ids = tq.enqueue_many("record", [{"args": [n]} for n in range(1000)])
     tq.close()
-    worker = WorkerProcess(APP, dsn, schema, ("-c", "4", *FAST))
+    worker = WorkerProcess(APP, dsn, schema, ("-c", "4", *FAST), pythonpath=[TESTS])
     try:
         worker.wait_ready()
         with psycopg.connect(dsn, autocommit=True) as conn:

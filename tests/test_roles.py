@@ -20,7 +20,7 @@ import psycopg
 import psycopg.conninfo
 import pytest
 from psycopg import sql
-from worker_helpers import create_runs_table, runs
+from worker_helpers import TESTS, create_runs_table, runs
 
 from pgtaskq import PgtaskqError, TaskQueue
 from pgtaskq.testing import WorkerProcess, wait_until
@@ -136,7 +136,7 @@ def test_producer_worker_and_reader_as_their_own_roles(setup) -> None:
                 conn.execute(sql.SQL(statement).format(sql.Identifier(schema)))
 
     # a producer role cannot run a worker: it refuses to start, naming what it lacks
-    refused = WorkerProcess("apps.basic:tq", producer_dsn, schema)
+    refused = WorkerProcess("apps.basic:tq", producer_dsn, schema, pythonpath=[TESTS])
     try:
         assert refused.wait(60) != 0
         lines = [line for line in refused.output().splitlines() if line.startswith("Error")]
@@ -148,7 +148,7 @@ def test_producer_worker_and_reader_as_their_own_roles(setup) -> None:
 
     # worker: runs every job, as its own role
     worker = WorkerProcess("apps.basic:tq", worker_dsn, schema, ["--poll-interval", "0.2"],
-                           env={"PGTASKQ_DSN": worker_dsn})
+                           env={"PGTASKQ_DSN": worker_dsn}, pythonpath=[TESTS])
     try:
         worker.wait_ready()
         with psycopg.connect(owner, autocommit=True) as db:

@@ -14,6 +14,7 @@ import traceback
 
 import psycopg.conninfo
 import pytest
+from worker_helpers import TESTS
 
 from pgtaskq import ConfigurationError, PgtaskqError, TaskQueue
 from pgtaskq.redact import masked_dsn, redact
@@ -53,7 +54,8 @@ def test_api_error_for_a_malformed_dsn_masks_its_password(dsn: str) -> None:
 
 
 def test_worker_start_up_masks_the_password(tmp_path: object) -> None:
-    worker = WorkerProcess("apps.basic:tq", MALFORMED[0], "secrets_test")
+    worker = WorkerProcess("apps.basic:tq", MALFORMED[0], "secrets_test",
+                           pythonpath=[TESTS])
     try:
         assert worker.wait(60) != 0
         assert "Error:" in worker.output()
@@ -68,7 +70,7 @@ def test_listen_dsn_from_the_environment_and_masked_in_the_log(
     """``--listen-dsn`` comes from $PGTASKQ_LISTEN_DSN; the LISTEN warning masks it."""
     worker = WorkerProcess("apps.basic:tq", pgtaskq_dsn, tq.schema,
                            ["--poll-interval", "0.2"],
-                           env={"PGTASKQ_LISTEN_DSN": MALFORMED[0]})
+                           env={"PGTASKQ_LISTEN_DSN": MALFORMED[0]}, pythonpath=[TESTS])
     try:
         worker.wait_ready()
         wait_until(lambda: "LISTEN failed" in worker.output(), 15, what="LISTEN warning")

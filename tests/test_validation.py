@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 from psycopg import sql
+from worker_helpers import TESTS
 
 from pgtaskq import ConfigurationError, TaskQueue, Worker
 from pgtaskq.cli import cli
@@ -93,7 +94,8 @@ def test_a_long_function_name_makes_a_bad_schedule_name(offline: TaskQueue) -> N
 def test_a_worker_with_a_nul_in_a_task_name_refuses_to_start(
     tq: TaskQueue, pgtaskq_dsn: str
 ) -> None:
-    worker = WorkerProcess("apps.nul_name_app:tq", pgtaskq_dsn, tq.schema)
+    worker = WorkerProcess("apps.nul_name_app:tq", pgtaskq_dsn, tq.schema,
+                           pythonpath=[TESTS])
     try:
         code = worker.wait(60)
         output = worker.output()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
+
+TESTS = str(Path(__file__).resolve().parent)
+"""This directory: the worker subprocesses import the suite's apps (``apps.*``) from it."""
 
 FAST = (
     "--lease", "2", "--heartbeat-interval", "0.3", "--rescue-interval", "0.3",

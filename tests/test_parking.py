@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
-from test_review_findings import _find_node
+from test_claim import _find_node
 from worker_helpers import FAST
 
 from benchmarks.claim_plan import explain_claim

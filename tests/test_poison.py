@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_review_findings import FAKE_WORKER, claim
-from worker_helpers import FAST
+from worker_helpers import FAKE_WORKER, FAST, claim
 
 from pgtaskq.cli import cli
 from pgtaskq.context import JobContext

@@ -31,3 +31,36 @@ def runs(db: psycopg.Connection, schema: str, kind: str | None = None) -> list[t
     if kind is not None:
         return db.execute(query + " WHERE kind = %s ORDER BY id", (kind,)).fetchall()
     return db.execute(query + " ORDER BY id").fetchall()
+
+
+FAKE_WORKER = 424242
+"""A worker id no real worker has: statements run "as a worker" by the tests."""
+
+
+def status_of(tq, job_id):
+    job = tq.get_job(job_id)
+    return job.status if job else None
+
+
+def claim(conn, tq, tasks, limit=10, worker_id=FAKE_WORKER, queues=None):
+    """Lease jobs with the worker's own claim statement, as worker ``worker_id``."""
+    from pgtaskq import defaults
+    from pgtaskq.sql import render
+    from pgtaskq.sql import worker as worker_sql
+
+    return conn.execute(render(tq.schema, worker_sql.CLAIM), {
+        "worker_id": worker_id, "tasks": tasks, "limit": limit, "lease": 60,
+        "claimers": defaults.CLAIMERS, "queues": queues,
+    }).fetchall()
+
+
+def stats_row(db, tq, task):
+    return db.execute(
+        f'SELECT sum(succeeded), sum(failed), sum(retried), sum(cancelled) '
+        f'FROM "{tq.schema}".stats_minute WHERE task = %s', (task,)).fetchone()
+
+
+def without_option(options, name):
+    """``options`` (flag, value pairs) without ``name`` and its value."""
+    pairs = list(zip(options[::2], options[1::2], strict=True))
+    return [item for pair in pairs if pair[0] != name for item in pair]

@@ -7,7 +7,7 @@ wall-clock time it reports CPU time, which other load on the machine disturbs fa
 the server backend's (read from /proc when the server is local) and this process's
 (building the parameters, as the completer does).
 
-    python benchmarks/bench_ack.py --jobs 20000 --batch 100 --rounds 5 [--dsn DSN]
+    python -m benchmarks.bench_ack --jobs 20000 --batch 100 --rounds 5 [--dsn DSN]
 """
 
 from __future__ import annotations
@@ -20,19 +20,12 @@ import uuid
 
 import psycopg
 
+from benchmarks import common
 from pgtaskq import TaskQueue
 from pgtaskq.sql import render
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.worker import rollup
 from pgtaskq.worker.outcome import Outcome
-
-
-def without_rollup(statement: str) -> str:
-    """COMPLETE minus the ``rolled_up`` CTE: the acknowledgement as it was before rollups."""
-    head, _, rest = statement.partition("), rolled_up AS (")
-    assert rest, "COMPLETE has no rolled_up CTE"
-    _, _, tail = rest.partition("\n)\nSELECT")
-    return head + ")\nSELECT" + tail
 
 
 def fill(conn: psycopg.Connection, schema: str, jobs: int) -> None:
@@ -99,7 +92,7 @@ def main() -> None:
     tq = TaskQueue(options.dsn, schema=schema)
     tq.install()
     variants = {"with rollup": worker_sql.COMPLETE,
-                "without rollup": without_rollup(worker_sql.COMPLETE)}
+                "without rollup": common.without_rollup(worker_sql.COMPLETE)}
     best: dict[str, list[float]] = {name: [float("inf")] * 3 for name in variants}
     try:
         with psycopg.connect(options.dsn, autocommit=True) as conn:

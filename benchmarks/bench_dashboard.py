@@ -21,7 +21,7 @@ import uuid
 
 import psycopg
 
-from benchmarks.bench_stats import fill
+from benchmarks import common
 from benchmarks.common import server_dsn
 from pgtaskq import TaskQueue
 from pgtaskq.contrib.dashboard import Dashboard
@@ -67,7 +67,7 @@ def main() -> None:
     worst = 0.0
     try:
         with psycopg.connect(tq.conninfo, autocommit=True) as conn:
-            fill(conn, schema, options.jobs)
+            common.fill_stats_tables(conn, schema, options.jobs)
             print(f"{options.jobs:,} live jobs, 100,000 finished, 2h of rollups")
             for label in ("right after the bulk load:", "after VACUUM ANALYZE:"):
                 print(f"  {label}")

@@ -7,7 +7,7 @@ worker runs in-process in a thread; the clock runs from its start until every jo
 ``job_history``. Reports jobs/s and the worker process's CPU time per job (less disturbed
 than wall time by other load on a shared machine).
 
-    python benchmarks/bench_rollup_drain.py --jobs 20000 --runs 3 [--dsn DSN]
+    python -m benchmarks.bench_rollup_drain --jobs 20000 --runs 3 [--dsn DSN]
 """
 
 from __future__ import annotations
@@ -15,19 +15,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import threading
 import time
 import uuid
 
 import psycopg
 
+from benchmarks import common
 from pgtaskq import TaskQueue
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.worker import Worker, rollup
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_ack import without_rollup
 
 SHIPPED = (worker_sql.COMPLETE, rollup.params)
 
@@ -38,7 +35,7 @@ def use_rollups(enabled: bool) -> None:
         worker_sql.COMPLETE, rollup.params = SHIPPED
         return
     zeros = lambda batch: "{" + ",".join("0" * len(batch)) + "}"  # noqa: E731
-    worker_sql.COMPLETE = without_rollup(SHIPPED[0])
+    worker_sql.COMPLETE = common.without_rollup(SHIPPED[0])
     rollup.params = lambda batch: {"wait_buckets": zeros(batch),  # type: ignore[assignment]
                                    "run_buckets": zeros(batch)}
 

@@ -10,7 +10,7 @@ scans) and again after ``VACUUM ANALYZE``; and the whole ``pgtaskq stats`` comma
 subprocess (Python start-up and imports included). With ``--explain`` (or when a read
 exceeds 200 ms) it prints EXPLAIN ANALYZE of every statement.
 
-    python benchmarks/bench_stats.py [--jobs 1000000] [--runs 20] [--explain] [--dsn DSN]
+    python -m benchmarks.bench_stats [--jobs 1000000] [--runs 20] [--explain] [--dsn DSN]
 """
 
 from __future__ import annotations
@@ -26,49 +26,13 @@ from typing import Any
 
 import psycopg
 
+from benchmarks import common
 from pgtaskq import TaskQueue, defaults
 from pgtaskq.operations import health, stats
 from pgtaskq.sql import render
 from pgtaskq.sql import stats as stats_sql
 
 BUDGET_MS = 200.0
-
-
-def fill(conn: psycopg.Connection, schema: str, jobs: int) -> None:
-    s = f'"{schema}"'
-    conn.execute(f"""
-        INSERT INTO {s}.jobs (queue, task, args, priority, run_at, max_attempts, created_at)
-        SELECT 'queue' || (g %% 4), 'app.tasks.task_' || (g %% 20), jsonb_build_array(g),
-               (g %% 3) - 1,
-               CASE WHEN g %% 100 < 9 THEN now() + make_interval(secs => g %% 3600)
-                    ELSE now() - make_interval(secs => (g %% 600)) END,
-               5, now() - interval '10 minutes'
-        FROM generate_series(1, %s) g""", (jobs,))
-    conn.execute(f"""
-        UPDATE {s}.jobs SET status = 'running', worker_id = 1 + id % 4, attempts = 1,
-               started_at = now(), lease_expires_at = now() + interval '1 minute'
-        WHERE id <= 1000""")
-    conn.execute(f"""
-        INSERT INTO {s}.job_history (id, queue, task, args, kwargs, status, priority, run_at,
-                                     attempts, max_attempts, created_at, started_at,
-                                     finished_at, last_error)
-        SELECT {jobs} + g, 'queue' || (g % 4), 'app.tasks.task_' || (g % 20), '[]', '{{}}',
-               CASE WHEN g % 50 = 0 THEN 'failed' ELSE 'succeeded' END, 0, now(), 1, 5,
-               now(), now(), now() - make_interval(secs => g % 86400),
-               CASE WHEN g % 50 = 0 THEN E'Traceback (most recent call last):\\n'
-                    || E'  File "app/tasks.py", line 7\\nValueError: bad input ' || g END
-        FROM generate_series(1, 100000) g""")
-    conn.execute(f"""
-        INSERT INTO {s}.stats_minute (minute, queue, task, worker_id, succeeded, failed,
-                                      retried, wait_ms_histogram, run_ms_histogram)
-        SELECT date_trunc('minute', now()) - make_interval(mins => m), 'queue' || (t % 4),
-               'app.tasks.task_' || t, w, 500 + m, m % 3, m % 5,
-               array_fill(7, ARRAY[64]), array_fill(9, ARRAY[64])
-        FROM generate_series(0, 120) m, generate_series(0, 19) t, generate_series(1, 4) w""")
-    conn.execute(f"""
-        INSERT INTO {s}.workers (host, pid, queues, concurrency, busy_slots, pgtaskq_version)
-        SELECT 'host' || g, 1000 + g, NULL, 250, 250, 'bench'
-        FROM generate_series(1, 4) g""")
 
 
 def time_reads(conn: psycopg.Connection, schema: str, runs: int) -> dict[str, list[float]]:
@@ -214,7 +178,7 @@ def main() -> None:
     try:
         with psycopg.connect(options.dsn, autocommit=True) as conn:
             began = time.perf_counter()
-            fill(conn, schema, options.jobs)
+            common.fill_stats_tables(conn, schema, options.jobs)
             size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size(%s))",
                                 (f'"{schema}".jobs',)).fetchone()[0]
             print(f"filled {options.jobs:,} live jobs ({size} with indexes), 100,000 "

@@ -168,3 +168,40 @@ def test_no_module_over_450_lines_and_no_class_over_300():
                 if size > CLASS_MAX_LINES:
                     too_big.append(f"{relative}: class {node.name}, {size} lines")
     assert too_big == []
+
+
+def _readme_map() -> str:
+    readme = (PACKAGE.parent / "README.rst").read_text()
+    start = readme.index("::\n", readme.index("How the pieces fit\n"))  # the map itself
+    return readme[start:readme.index("\nDevelopment\n", start)]
+
+
+def test_the_readme_map_matches_the_tree():
+    """Every module of pgtaskq is on the README's map, and everything on it exists."""
+    import re
+
+    text = _readme_map()
+    named: set[str] = set()
+    folder = ""
+    for line in text.splitlines():
+        for word in re.findall(r"[\w/]+(?:\.py|/)", line):
+            if word.endswith("/"):
+                folder = word if word.count("/") == 1 else folder
+                named.add(word)
+                continue
+            if "/" in word:
+                folder = word.rsplit("/", 1)[0] + "/"
+                named.add(word)
+            else:
+                named.add(folder + word if folder and (PACKAGE / folder / word).exists()
+                          else word)
+    for word in named:
+        assert (PACKAGE / word).exists(), f"the README names {word}, not in pgtaskq/"
+    covered_folders = {w for w in named if w.endswith("/")} - {"worker/", "operations/"}
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if path.name in ("__init__.py", "__main__.py", "_version.py"):
+            continue
+        if any(relative.startswith(folder) for folder in covered_folders):
+            continue
+        assert relative in named, f"pgtaskq/{relative} is missing from the README's map"

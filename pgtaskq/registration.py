@@ -7,8 +7,7 @@ database (the workers publish their tasks when they start, ``pgtaskq.declared``)
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from datetime import tzinfo
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pgtaskq import defaults
@@ -68,32 +67,18 @@ class TaskRegistration:
             return register(func)
         return register
 
-    def periodic(
-        self,
-        cron: str,
-        *,
-        name: str | None = None,
-        tz: str | tzinfo | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        max_attempts: int | None = None,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        misfire: str = "run_once",
-    ) -> Callable[[Callable[..., Any]], Task]:
+    def periodic(self, cron: str, **schedule: Any) -> Callable[[Callable[..., Any]], Task]:
         """Run a task on a cron schedule: ``@tq.periodic("*/5 * * * *", name="cleanup")``.
 
-        Every worker takes part and each tick enqueues exactly one job; ``tz`` is an IANA
-        zone (UTC by default); ``misfire`` is ``"run_once"`` (after an outage, run the
-        latest missed tick once) or ``"skip"``. Bad input raises ``ConfigurationError``
-        here, at import time. See ``pgtaskq.cron`` and docs/cron.rst.
+        The keywords (``name``, ``tz``, ``queue``, ``priority``, ``max_attempts``,
+        ``args``, ``kwargs``, ``misfire``) are those of :func:`pgtaskq.cron.periodic`,
+        which declares and checks them: every worker takes part and each tick enqueues
+        exactly one job. Bad input raises ``ConfigurationError`` here, at import time.
+        See docs/cron.rst. (``pgtaskq.cron`` and its croniter load on first use.)
         """
         from pgtaskq import cron as cron_schedules
 
-        return cron_schedules.periodic(
-            self, cron, name=name, tz=tz, queue=queue, priority=priority,
-            max_attempts=max_attempts, args=args, kwargs=kwargs, misfire=misfire,
-        )
+        return cron_schedules.periodic(self, cron, **schedule)  # type: ignore[arg-type]
 
     def add_job_middleware(self, middleware: JobMiddleware) -> JobMiddleware:
         """Wrap every job the workers of this queue run: ``middleware(job, call_next)``.

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from worker_helpers import FAST, create_runs_table, runs
 
+from pgtaskq.sql import fragments
 from pgtaskq.testing import wait_until
 
 APP = "apps.basic:tq"
@@ -90,6 +91,26 @@ def test_failures_retry_with_growing_delays_then_fail(tq, db, runs_table, worker
     # backoff 0.05 * 2^(n-1) with +-25% jitter, capped at 0.2 s
     assert all(gap >= 0.035 for gap in gaps), gaps
     worker.stop()
+
+
+def test_failed_attempts_keep_the_latest_hundred(tq, db, runs_table, worker_process):
+    """A job may allow any number of attempts: its failed_attempts keeps the latest
+    ``FAILED_ATTEMPTS_KEPT``, so the row cannot grow without bound."""
+    kept = fragments.FAILED_ATTEMPTS_KEPT
+    job_id = tq.enqueue("fail", args=["again"], max_attempts=kept + 2)
+    # as if the job had already failed `kept` times
+    db.execute(
+        f'UPDATE "{tq.schema}".jobs SET attempts = %s, failed_attempts = ('
+        "SELECT jsonb_agg(jsonb_build_object('attempt', n, 'worker_id', 0, 'error', 'old', "
+        "'at', now()) ORDER BY n) FROM generate_series(1, %s) AS n) WHERE id = %s",
+        (kept, kept, job_id))
+    worker = worker_process(APP, "-c", "1", *FAST)
+    wait_until(lambda: status_of(tq, job_id) == "failed", 20)
+    worker.stop()
+    attempts = tq.get_job(job_id).failed_attempts
+    assert len(attempts) == kept
+    assert [a["attempt"] for a in attempts] == list(range(3, kept + 3))
+    assert "RuntimeError: again" in attempts[-1]["error"]
 
 
 def test_retry_exception_and_bad_results_do_not_hurt_the_worker(

@@ -41,13 +41,22 @@ MERGE_ROLLUP = """
 """Add a row into an existing ``stats_minute AS s`` row: counts and histograms summed."""
 
 
+FAILED_ATTEMPTS_KEPT = 100
+"""Failed attempts a job keeps in ``failed_attempts``, the latest ones. A job may allow any
+number of attempts and each error may hold 32,000 characters: unbounded, the array would
+grow without limit (every failure rewriting it whole) until the row could not be stored."""
+
+
 def with_failed_attempt(row: str, error: str) -> str:
     """``failed_attempts`` of ``row`` (a jobs row alias) with its current attempt appended as
-    failed with ``error``: the attempt number, the worker that ran it and when it ended.
+    failed with ``error``: the attempt number, the worker that ran it and when it ended;
+    the latest ``FAILED_ATTEMPTS_KEPT`` only (jsonpath's lax mode clips the range).
     Read the row's values before the statement changes them (an UPDATE's SET sees them)."""
-    return f"""coalesce({row}.failed_attempts, '[]'::jsonb) || jsonb_build_array(
-            jsonb_build_object('attempt', {row}.attempts, 'worker_id', {row}.worker_id,
-                               'error', {error}, 'at', now()))"""
+    return f"""jsonb_path_query_array(coalesce({row}.failed_attempts, '[]'::jsonb)
+            || jsonb_build_array(jsonb_build_object(
+                   'attempt', {row}.attempts, 'worker_id', {row}.worker_id,
+                   'error', {error}, 'at', now())),
+            '$[last - {FAILED_ATTEMPTS_KEPT - 1} to last]')"""
 
 
 def requeue_from_history(rows: str) -> str:

@@ -7,11 +7,12 @@ and one worker id per attempt. The mapping, and what it cannot know, in one plac
 - ``queued`` -> READY (also between retries), ``running`` -> RUNNING,
   ``succeeded`` -> SUCCESSFUL, ``failed`` and ``cancelled`` -> FAILED.
 - ``errors`` has one entry per failed attempt, oldest first, from ``Job.failed_attempts``
-  (schema version 8 records every failed attempt's traceback and worker).
+  (schema version 8 records each failed attempt's traceback and worker, the latest 100).
 - ``worker_ids`` has one entry per attempt (``attempts == len(worker_ids)``, as django.tasks
   defines it): each failed attempt's recorded worker, and the row's worker for the attempt
-  running or the one that succeeded. Attempts that failed before schema version 8 left no
-  record: they show ``"unknown"`` (and the last error alone stands for their errors).
+  running or the one that succeeded. Attempts that failed before schema version 8, or
+  before a job's latest 100 failures, left no record: they show ``"unknown"`` (before
+  version 8 the last error alone stands for their errors).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from pgtaskq.errors import DatabaseUnavailableError as DatabaseUnavailableError
 from pgtaskq.errors import FinalFailure as FinalFailure
 from pgtaskq.errors import JobNotFoundError as JobNotFoundError
 from pgtaskq.errors import PgtaskqError as PgtaskqError
+from pgtaskq.errors import ProcessDied as ProcessDied
 from pgtaskq.errors import Retry as Retry
 from pgtaskq.errors import SchemaNotInstalledError as SchemaNotInstalledError
 from pgtaskq.errors import SchemaVersionError as SchemaVersionError

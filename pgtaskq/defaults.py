@@ -63,6 +63,15 @@ RESCUE_INTERVAL = 15.0
 GRACE = 30.0
 """Seconds running jobs get to finish after SIGTERM before they are handed back."""
 
+POOL = "thread"
+"""Where slots run jobs: ``thread`` (in the worker process) or ``process`` (a child
+process per slot, see ``pgtaskq.worker.process_pool``)."""
+
+KILL_GRACE = 2.0
+"""Process pool: seconds a job past its timeout (or force-cancelled) gets to stop on its
+own once its cancel event is set, before its process gets SIGTERM (then SIGKILL
+``process_pool.TERM_TO_KILL`` later)."""
+
 BACKOFF_BASE = 5.0
 """Delay before the first automatic retry; it doubles with each attempt."""
 

@@ -79,6 +79,12 @@ class Cancelled(Exception):
     """Raised by ``JobContext.check_cancelled()`` once a cancel was requested for the job."""
 
 
+class ProcessDied(Exception):
+    """What failure hooks get for an attempt whose child process died (``--pool
+    process``: a segfault, ``os._exit``, the OOM killer); the message says how."""
+
+
 for _cls in (PgtaskqError, ConfigurationError, SchemaNotInstalledError, SchemaVersionError,
-             JobNotFoundError, DatabaseUnavailableError, Retry, Cancelled, FinalFailure):
+             JobNotFoundError, DatabaseUnavailableError, Retry, Cancelled, FinalFailure,
+             ProcessDied):
     _cls.__module__ = "pgtaskq"

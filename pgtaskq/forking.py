@@ -63,6 +63,16 @@ def worker_stopped() -> None:
     _worker_pid = None
 
 
+def serve_in_child() -> None:
+    """This process is a process-pool child (``pgtaskq.worker.process_pool``) that runs jobs:
+    it is a worker of its own for what its tasks fork, not a stray copy of its parent."""
+    global _worker_pid, _is_child, _children_lock
+    _worker_pid = os.getpid()
+    _is_child = False
+    _children_lock = threading.Lock()  # another thread of the parent may have held it
+    _children.clear()
+
+
 def in_forked_child() -> bool:
     """True in a process forked from a running worker (by one of its tasks)."""
     return _is_child

@@ -43,8 +43,12 @@ class TaskRegistration:
         priority: int = defaults.PRIORITY,
         max_attempts: int | None = None,
         timeout: float | None = None,
+        force_cancel: bool = False,
     ) -> Any:
-        """Register a function as a task: ``@tq.task`` or ``@tq.task(name=..., ...)``."""
+        """Register a function as a task: ``@tq.task`` or ``@tq.task(name=..., ...)``.
+
+        ``force_cancel=True``: with the process pool, ``tq.cancel(id)`` of a running job
+        that does not stop by itself within the worker's kill grace stops its process."""
 
         def register(function: Callable[..., Any]) -> Task:
             task = Task(
@@ -56,6 +60,7 @@ class TaskRegistration:
                 max_attempts=(self.default_max_attempts if max_attempts is None
                               else max_attempts),
                 timeout=timeout,
+                force_cancel=force_cancel,
             )
             existing = self.tasks.get(task.name)
             if existing is not None and existing.func is not function:

@@ -31,6 +31,7 @@ class Task:
         priority: int,
         max_attempts: int,
         timeout: float | None,
+        force_cancel: bool = False,
     ) -> None:
         self.tq = queue_app
         self.func = func
@@ -39,6 +40,11 @@ class Task:
         self.priority = options.check_priority(priority)
         self.max_attempts = options.check_max_attempts(max_attempts)
         self.timeout = options.check_timeout(timeout)
+        if not isinstance(force_cancel, bool):
+            raise TypeError(f"force_cancel must be a bool, got {force_cancel!r}")
+        self.force_cancel = force_cancel
+        """With ``--pool process``: a cancel request the task does not honour within the
+        kill grace stops its process (the job ends cancelled). Threads cannot be stopped."""
         functools.update_wrapper(self, func)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

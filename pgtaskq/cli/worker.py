@@ -62,6 +62,7 @@ _TYPES: dict[str, Any] = {
     "duration": DURATION,
     "mib": click.FloatRange(min=0, min_open=True),
     "text": None,
+    "pool": click.Choice(config.POOLS),
 }
 
 

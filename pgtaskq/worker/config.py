@@ -12,6 +12,7 @@ declarations to build its options (``pgtaskq.cli.worker``) without loading the w
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,11 +21,13 @@ from pgtaskq import defaults, options
 from pgtaskq.errors import ConfigurationError
 
 KINDS = ("count", "count0", "seconds", "seconds0", "duration", "mib", "flag", "queues",
-         "text")
+         "text", "pool")
 """What a setting holds, which decides its check and its command-line type:
 ``count`` an int >= 1, ``count0`` an int >= 0, ``seconds`` a finite number > 0, ``seconds0``
 >= 0, ``duration`` seconds the command line also takes as ``90s``/``3h``/``2d``, ``mib``
-mebibytes > 0, ``flag`` a bool, ``queues`` queue names, ``text`` a string."""
+mebibytes > 0, ``flag`` a bool, ``queues`` queue names, ``text`` a string, ``pool`` one of
+``POOLS``."""
+POOLS = ("thread", "process")
 
 
 def setting(default: Any, kind: str, help: str = "", *, optional: bool = False,
@@ -42,7 +45,9 @@ def setting(default: Any, kind: str, help: str = "", *, optional: bool = False,
 class WorkerConfig:
     """A worker's validated settings: ``WorkerConfig(concurrency=4, queues=["mail"])``."""
 
-    concurrency: int = setting(defaults.CONCURRENCY, "count", "Slot threads.", flags=("-c",))
+    concurrency: int = setting(defaults.CONCURRENCY, "count",
+                               "Slots: threads, or child processes with --pool process.",
+                               flags=("-c",))
     queues: list[str] | None = setting(
         None, "queues", "Serve only this queue (repeatable); default: all queues.",
         optional=True, flags=("-q",), metavar="QUEUE")
@@ -98,6 +103,20 @@ class WorkerConfig:
                                    "the supervisor.", optional=True, metavar="N")
     max_memory: float | None = setting(None, "mib", "Exit 0 once resident memory passes MB "
                                        "MiB (leaky tasks).", optional=True, metavar="MB")
+    pool: str = setting(
+        defaults.POOL, "pool", "Run jobs in slot threads, or in one child process per slot "
+        "(a job over its timeout is stopped, a crash fails one attempt, CPU-bound jobs use "
+        "every core; Linux).")
+    kill_grace: float = setting(
+        defaults.KILL_GRACE, "seconds0", "--pool process: seconds a job past its timeout "
+        "(or force-cancelled) gets to stop by itself before its process gets SIGTERM, then "
+        "SIGKILL.")
+    max_jobs_per_child: int | None = setting(
+        None, "count", "--pool process: replace a slot's child process after N jobs.",
+        optional=True, metavar="N")
+    max_memory_per_child: float | None = setting(
+        None, "mib", "--pool process: replace a child between jobs once its resident "
+        "memory passes MB MiB.", optional=True, metavar="MB")
     install_signal_handlers: bool = setting(True, "flag", cli=False)
 
     def __post_init__(self) -> None:
@@ -107,6 +126,12 @@ class WorkerConfig:
                 continue
             checked = _CHECKS[declared.metadata["kind"]](declared.name, value)
             object.__setattr__(self, declared.name, checked)
+        if self.pool == "process" and not hasattr(os, "pidfd_open"):
+            raise ConfigurationError("pool='process' needs Linux >= 5.3 (pidfd_open)")
+        if self.pool != "process" and (self.max_jobs_per_child is not None
+                                       or self.max_memory_per_child is not None):
+            raise ConfigurationError("max_jobs_per_child and max_memory_per_child need "
+                                     "pool='process'")
         if self.heartbeat_interval >= self.lease:
             raise ConfigurationError(
                 f"heartbeat_interval ({self.heartbeat_interval}s) must be shorter than the "
@@ -141,6 +166,12 @@ def _positive(name: str, value: Any) -> float:
     return options.check_seconds(name, value)
 
 
+def _pool(name: str, value: Any) -> str:
+    if value not in POOLS:
+        raise ConfigurationError(f"{name} must be 'thread' or 'process', got {value!r}")
+    return value
+
+
 def _queues(name: str, value: Any) -> list[str] | None:
     return sorted({options.check_queue(q) for q in value}) if value else None
 
@@ -155,4 +186,5 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "flag": lambda name, value: bool(value),
     "queues": _queues,
     "text": lambda name, value: value,
+    "pool": _pool,
 }

@@ -10,7 +10,8 @@ Invariants:
 - no transaction stays open while a job runs: the lease is a committed UPDATE;
 - a job runs in at most one slot anywhere at a time, as long as heartbeats reach the
   database within the lease; a timed-out job keeps its slot and its lease until its
-  function returns;
+  function returns (threads) or its child process is gone (``pool="process"``:
+  ``process_pool`` stops it);
 - every outcome is written, or the job's lease expires and it runs again (at-least-once).
 """
 
@@ -48,6 +49,7 @@ from pgtaskq.worker.hints import NotificationHints
 from pgtaskq.worker.listener import Listener
 from pgtaskq.worker.loop import LoopTimer, MainLoop
 from pgtaskq.worker.parker import Parker
+from pgtaskq.worker.process_pool import ProcessSlots
 from pgtaskq.worker.pruner import Pruner
 from pgtaskq.worker.rescuer import Rescuer
 from pgtaskq.worker.scheduler import CronScheduler
@@ -167,9 +169,14 @@ class Worker:
             backoff_base=config.backoff_base, backoff_cap=config.backoff_cap,
             on_requeued=due.requeued,
         )
-        self._slots = slots = Slots(config.concurrency, tq.job_middlewares, tq.job_hooks,
-                                    completer=completer, capacity=capacity,
-                                    wake=listener.wake)
+        slots: Slots | ProcessSlots
+        if config.pool == "process":  # one child process per slot
+            slots = ProcessSlots(config, tq, completer=completer, capacity=capacity,
+                                 wake=listener.wake)
+        else:
+            slots = Slots(config.concurrency, tq.job_middlewares, tq.job_hooks,
+                          completer=completer, capacity=capacity, wake=listener.wake)
+        self._slots = slots
         vacuum = JobsVacuum(tq.conninfo, schema, connect_kwargs)
         self._threads = threads = [
             Heartbeat(self._pool, schema, worker_id, held, interval=config.heartbeat_interval,
@@ -182,7 +189,8 @@ class Worker:
                    interval=config.prune_interval, batch=config.prune_batch),
         ]
         hints = NotificationHints()
-        timeouts = Timeouts()
+        timeouts = Timeouts(kill_grace=config.kill_grace if config.pool == "process"
+                            else None)
         loop = MainLoop(
             worker_id=worker_id, queues=config.queues, poll_interval=config.poll_interval,
             completer_flush_interval=config.completer_flush_interval,
@@ -244,6 +252,10 @@ class Worker:
         self._hand_back(waiting, delay=0.0)
         self._slots.stop()
         if not self._slots.join(self.config.grace):
+            # child processes are stopped before their jobs are handed back: a job never
+            # runs here and elsewhere at once
+            if isinstance(self._slots, ProcessSlots) and not self._slots.abandon(5.0):
+                log.warning("grace period over: some child processes did not exit")
             unfinished = [job for job in self._held
                           if not job.finished and job.running_since is not None]
             outlived = [job for job in unfinished if forking.live_children(job.id)]

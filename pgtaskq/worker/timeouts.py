@@ -1,7 +1,8 @@
 """Task timeouts: the held jobs that have one, and what happens when it passes.
 
 A timed-out job's cancel event is set and its attempt will count as failed, but its slot
-stays busy until the function returns: a thread cannot be killed. Most tasks have no
+stays busy until the function returns: a thread cannot be killed (the process pool stops
+the job's process ``kill_grace`` seconds later, ``pgtaskq.worker.process_pool``). Most tasks have no
 timeout; looking only at those that do keeps the main loop's per-iteration work
 independent of how many jobs are held. Main thread only.
 """
@@ -20,8 +21,10 @@ log = logging.getLogger("pgtaskq.worker")
 class Timeouts:
     """The held jobs with a timeout, until they finish."""
 
-    def __init__(self) -> None:
+    def __init__(self, kill_grace: float | None = None) -> None:
         self._timed: dict[int, HeldJob] = {}
+        self._kill_grace = kill_grace
+        """Process pool: seconds until the job's process is stopped (None: threads)."""
 
     def watch(self, job: HeldJob) -> None:
         self._timed[job.id] = job
@@ -44,6 +47,11 @@ class Timeouts:
             if deadline is not None and now >= deadline and not job.context.timed_out:
                 job.context.timed_out = True
                 job.context.request_cancel()
+                if self._kill_grace is not None:
+                    log.warning("job %d (%s) exceeded its timeout of %ss; its cancel event "
+                                "is set and its process is stopped if it still runs in %gs",
+                                job.id, job.task, job.timeout, self._kill_grace)
+                    continue
                 log.warning("job %d (%s) exceeded its timeout of %ss; its cancel event is "
                             "set and the attempt will count as failed. Its slot stays busy "
                             "until the function returns", job.id, job.task, job.timeout)

@@ -85,12 +85,14 @@ def test_native_task_enqueue_joins_the_atomic_block(tasks, django_tq, tq):
     assert tq.get_job(kept).args == [5]
 
 
+@pytest.mark.parametrize("pool", ["thread", "process"])
 def test_worker_runs_tasks_with_results_retries_and_signals(
-    tasks, django_tq, tq, worker_process, tmp_path: Path
+    tasks, django_tq, tq, worker_process, tmp_path: Path, pool
 ):
     signal_log = tmp_path / "signals.jsonl"
     worker = worker_process(
         WORKER_APP, "--concurrency", "4", "--backoff-base", "0.05", "--poll-interval", "0.5",
+        "--pool", pool,
         env={"DJANGO_SETTINGS_MODULE": "djangotest_settings",
              "DJANGOTEST_SIGNAL_LOG": str(signal_log)},
     )

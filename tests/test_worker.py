@@ -16,6 +16,10 @@ from pgtaskq.testing import wait_until
 
 APP = "apps.basic:tq"
 
+BOTH_POOLS = pytest.mark.parametrize(
+    "pool", [(), ("--pool", "process")], ids=["threads", "processes"])
+"""Tests whose behaviour must not depend on the pool: worker options ``*pool``."""
+
 
 @pytest.fixture
 def runs_table(db, tq):
@@ -48,10 +52,11 @@ def test_two_workers_run_every_job_exactly_once(tq, db, runs_table, worker_proce
         assert w.stop() == 0
 
 
-def test_priority_then_fifo_with_one_slot(tq, db, runs_table, worker_process):
+@BOTH_POOLS
+def test_priority_then_fifo_with_one_slot(tq, db, runs_table, worker_process, pool):
     ids = [tq.enqueue("record", args=[f"p{p}-{n}"], priority=p)
            for n in range(3) for p in (0, 5, -1)]
-    worker = worker_process(APP, "-c", "1", *FAST)
+    worker = worker_process(APP, "-c", "1", *FAST, *pool)
     wait_until(all_final(tq, ids), 20)
     values = [r[3] for r in runs(db, tq.schema, "ran")]
     assert values == [f"p5-{n}" for n in range(3)] + [f"p0-{n}" for n in range(3)] + \
@@ -59,8 +64,9 @@ def test_priority_then_fifo_with_one_slot(tq, db, runs_table, worker_process):
     assert worker.stop() == 0
 
 
-def test_delay_and_run_at_are_respected(tq, db, runs_table, worker_process):
-    worker = worker_process(APP, "-c", "2", *FAST)
+@BOTH_POOLS
+def test_delay_and_run_at_are_respected(tq, db, runs_table, worker_process, pool):
+    worker = worker_process(APP, "-c", "2", *FAST, *pool)
     worker.wait_ready()
     before = datetime.now(timezone.utc)
     delayed = tq.enqueue("record", args=["delayed"], delay=1.0)
@@ -75,8 +81,9 @@ def test_delay_and_run_at_are_respected(tq, db, runs_table, worker_process):
     worker.stop()
 
 
-def test_failures_retry_with_growing_delays_then_fail(tq, db, runs_table, worker_process):
-    worker = worker_process(APP, "-c", "2", *FAST)
+@BOTH_POOLS
+def test_failures_retry_with_growing_delays_then_fail(tq, db, runs_table, worker_process, pool):
+    worker = worker_process(APP, "-c", "2", *FAST, *pool)
     job_id = tq.enqueue("fail", args=["kaput"], max_attempts=4)
     wait_until(lambda: status_of(tq, job_id) == "failed", 20)
     job = tq.get_job(job_id)
@@ -113,9 +120,10 @@ def test_failed_attempts_keep_the_latest_hundred(tq, db, runs_table, worker_proc
     assert "RuntimeError: again" in attempts[-1]["error"]
 
 
+@BOTH_POOLS
 def test_retry_exception_and_bad_results_do_not_hurt_the_worker(
-        tq, db, runs_table, worker_process):
-    worker = worker_process(APP, "-c", "2", *FAST)
+        tq, db, runs_table, worker_process, pool):
+    worker = worker_process(APP, "-c", "2", *FAST, *pool)
     retried = tq.enqueue("retry_then_succeed", args=[2], max_attempts=5)
     exits = tq.enqueue("system_exit", max_attempts=1)
     weird = tq.enqueue("unserialisable")
@@ -167,8 +175,9 @@ def test_job_that_kills_its_worker_ends_failed(tq, db, runs_table, worker_proces
     assert "lease expired" in job.last_error
 
 
-def test_sigterm_mid_job_lets_it_finish_and_exits_zero(tq, db, runs_table, worker_process):
-    worker = worker_process(APP, "-c", "2", *FAST)
+@BOTH_POOLS
+def test_sigterm_mid_job_lets_it_finish_and_exits_zero(tq, db, runs_table, worker_process, pool):
+    worker = worker_process(APP, "-c", "2", *FAST, *pool)
     worker.wait_ready()
     job_id = tq.enqueue("sleep", args=[1.0])
     wait_until(lambda: runs(db, tq.schema, "started"), 10)
@@ -180,9 +189,10 @@ def test_sigterm_mid_job_lets_it_finish_and_exits_zero(tq, db, runs_table, worke
     assert "stopping" in output and "stopped" in output
 
 
+@BOTH_POOLS
 def test_grace_exceeded_hands_job_back_without_charging_an_attempt(
-        tq, db, runs_table, worker_process):
-    worker = worker_process(APP, "-c", "1", *FAST, "--grace", "0.3")
+        tq, db, runs_table, worker_process, pool):
+    worker = worker_process(APP, "-c", "1", *FAST, "--grace", "0.3", *pool)
     worker.wait_ready()
     job_id = tq.enqueue("sleep", args=[3.0])
     wait_until(lambda: runs(db, tq.schema, "started"), 10)
@@ -193,8 +203,9 @@ def test_grace_exceeded_hands_job_back_without_charging_an_attempt(
     assert "handing back 1 running jobs" in worker.output()
 
 
-def test_second_sigint_exits_at_once(tq, db, runs_table, worker_process):
-    worker = worker_process(APP, "-c", "1", *FAST, "--grace", "60")
+@BOTH_POOLS
+def test_second_sigint_exits_at_once(tq, db, runs_table, worker_process, pool):
+    worker = worker_process(APP, "-c", "1", *FAST, "--grace", "60", *pool)
     worker.wait_ready()
     tq.enqueue("sleep", args=[30])
     wait_until(lambda: runs(db, tq.schema, "started"), 10)
@@ -206,8 +217,9 @@ def test_second_sigint_exits_at_once(tq, db, runs_table, worker_process):
     assert time.monotonic() - started < 3
 
 
-def test_cancel_running_job_is_seen_within_two_seconds(tq, db, runs_table, worker_process):
-    worker = worker_process(APP, "-c", "1", *FAST)
+@BOTH_POOLS
+def test_cancel_running_job_is_seen_within_two_seconds(tq, db, runs_table, worker_process, pool):
+    worker = worker_process(APP, "-c", "1", *FAST, *pool)
     worker.wait_ready()
     job_id = tq.enqueue("cancellable", args=[30])
     wait_until(lambda: status_of(tq, job_id) == "running"

@@ -72,6 +72,9 @@ SCENARIOS: dict[str, tuple[str, Callable[[Context], tuple[Table | None, dict]]]]
                    "jobs vs none", _module("benchmarks.bench_parking", "scenario_unrunnable")),
     "bloat": ("pgtaskq: table/index size and dead tuples under steady load",
               _module("benchmarks.bench_soak", "scenario_bloat")),
+    "pool": ("pgtaskq --pool thread vs process: no-op drain (beside pgqueuer), CPU-bound "
+             "jobs, timeout enforcement, memory of a leaky task with recycling",
+             _module("benchmarks.bench_pool", "scenario_pool")),
     "chaos": ("pgtaskq: steady load while workers are SIGKILLed and PostgreSQL restarts",
               _module("benchmarks.bench_soak", "scenario_chaos")),
 }

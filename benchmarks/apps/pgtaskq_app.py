@@ -9,6 +9,7 @@ caused by a killed worker (the first run's pid was killed) from one that should 
 from __future__ import annotations
 
 import os
+import time
 
 from benchmarks import body
 from pgtaskq import TaskQueue, current_job
@@ -22,3 +23,35 @@ _PID = os.getpid()
 def record(n: int) -> None:
     job = current_job()
     body.record(n, f"{job.id} {job.attempt} {_PID}")
+
+
+# -- the pool scenario (bench_pool.py) ----------------------------------------------------
+
+SPIN_LOOPS = int(os.environ.get("PGTASKQ_BENCH_SPIN_LOOPS", "120000"))
+"""Pure-Python iterations of ``bench.spin``: ~20 ms on an idle core of the machine the
+figures in RESULTS.md come from (the harness calibrates it and passes it down)."""
+
+_leaked: list[bytes] = []
+
+
+@tq.task(name="bench.spin")
+def spin(n: int) -> None:
+    """CPU-bound: a fixed amount of pure-Python work (the GIL held throughout)."""
+    body.record(n)
+    x = 0
+    for i in range(SPIN_LOOPS):
+        x += i * i
+
+
+@tq.task(name="bench.hang", timeout=1, max_attempts=1)
+def hang(n: int) -> None:
+    """Past its timeout for good: only the process pool can stop it."""
+    body.record(n)
+    time.sleep(600)
+
+
+@tq.task(name="bench.leak")
+def leak(n: int) -> None:
+    """Leaks 10 KiB per job, as a cache that is never pruned would."""
+    body.record(n)
+    _leaked.append(bytes(10 * 1024))

@@ -198,8 +198,10 @@ class ChildProcess:
 
     # -- time ---------------------------------------------------------------------------
 
-    def deadline(self, kill_grace: float, force_cancel: bool) -> float | None:
-        """When ``act()`` has something to do (None: nothing while the job behaves)."""
+    def deadline(self, kill_grace: float, force_cancel: Callable[[str], bool]
+                 ) -> float | None:
+        """When ``act()`` has something to do (None: nothing while the job behaves);
+        ``force_cancel(task)``: whether a cancel request stops the task's process."""
         if self.exit_by is not None:
             return self.exit_by
         job = self.job
@@ -208,7 +210,7 @@ class ChildProcess:
         if self.term_at is not None:
             return self.term_at + TERM_TO_KILL
         context = job.context
-        if context.timed_out or (context.cancel_requested and force_cancel):
+        if context.timed_out or (context.cancel_requested and force_cancel(job.task)):
             if self.cancel_at is None:
                 self.cancel_at = time.monotonic()
             return self.cancel_at + kill_grace

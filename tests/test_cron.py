@@ -328,6 +328,9 @@ def test_schedules_command_says_whether_a_live_worker_fires_them(tq, pgtaskq_dsn
     base = ["--dsn", pgtaskq_dsn, "--schema", tq.schema, "schedules"]
     worker = worker_process(APP, "-q", "default", *FAST)
     worker.wait_ready()
+    # "ready" comes after the schedules are registered: the command shows them at once
+    log = worker.output()
+    assert -1 < log.find("schedules registered") < log.find(" ready: "), log
     served = CliRunner().invoke(cli, [*base, "--json"])
     rows = {row["name"]: row for row in map(json.loads, served.output.splitlines())}
     assert {name: (row["fires"], row["live_workers"]) for name, row in rows.items()} == {

@@ -191,6 +191,7 @@ class Worker:
         hints = NotificationHints()
         timeouts = Timeouts(kill_grace=config.kill_grace if config.pool == "process"
                             else None)
+        timers = self._make_timers()
         loop = MainLoop(
             worker_id=worker_id, queues=config.queues, poll_interval=config.poll_interval,
             completer_flush_interval=config.completer_flush_interval,
@@ -201,7 +202,7 @@ class Worker:
                 slots=slots, completer=completer, exit_rules=self.exit_rules, due=due,
                 timeouts=timeouts, parker=parker, vacuum=vacuum),
             due=due, cancels=Cancels(self._pool, schema, worker_id, held, hints),
-            timeouts=timeouts, exit_rules=self.exit_rules, timers=self._make_timers(),
+            timeouts=timeouts, exit_rules=self.exit_rules, timers=timers,
         )
         previous_handlers = self._install_signal_handlers()
         try:
@@ -213,6 +214,10 @@ class Worker:
                 thread.start()
             if listen_conninfo is not None:
                 listener.connect()
+            for timer in timers:
+                # the cron scheduler's first run registers the schedules: once "ready" is
+                # logged, `pgtaskq schedules` shows them (a failure backs off and retries)
+                timer.run_due()
             systemd.notify("READY=1\nSTATUS=processing jobs")
             log.info("worker %d ready: pid %d, concurrency %d, queues %s, %d tasks, %s",
                      worker_id, os.getpid(), config.concurrency,

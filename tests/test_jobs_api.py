@@ -186,3 +186,4 @@ def test_errors_on_a_callers_connection_are_pgtaskq_errors(
         conn.rollback()
     finally:
         conn.close()
+        bare.close()  # left to the garbage collector, its pool may be collected in its own thread

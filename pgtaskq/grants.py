@@ -49,6 +49,9 @@ PRIVILEGES: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
         # enqueue by name of a task this process does not know: what its workers declare
         ("SELECT", "worker_tasks", ("worker_id", "task", "queue", "priority", "max_attempts")),
         ("SELECT", "workers", ("id", "stopped_at", "last_heartbeat_at")),
+        # wake_wanted(): does a live worker of the queue wait for a wake-up (schema v9)
+        ("SELECT", "workers", ("queues", "heartbeat_interval", "announces_waiting",
+                               "waiting_since")),
     ],
     "worker": [
         ("USAGE", "SCHEMA", ()),

@@ -46,6 +46,13 @@ class Listener:
 
 @pytest.fixture
 def listener(pgtaskq_dsn: str, tq: TaskQueue) -> Iterator[Listener]:
+    """A listener that enqueues always wake: it stands for a worker of an earlier release
+    (registered without ``announces_waiting``), which gets every wake-up. Which enqueues
+    notify whom is tested in test_wake_wanted.py."""
+    with psycopg.connect(pgtaskq_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL(
+            "INSERT INTO {}.workers (host, pid, concurrency, pgtaskq_version) "
+            "VALUES ('old-release', 1, 1, '0.earlier')").format(sql.Identifier(tq.schema)))
     listening = Listener(pgtaskq_dsn, tq.channel)
     yield listening
     listening.close()

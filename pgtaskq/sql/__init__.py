@@ -50,7 +50,8 @@ BUILTIN_FUNCTIONS = frozenset({
     "pg_stat_get_dead_tuples", "pg_stat_get_last_autovacuum_time",
     "pg_stat_get_last_vacuum_time", "pg_stat_get_live_tuples", "pg_try_advisory_lock",
     "pg_try_advisory_xact_lock", "power", "random", "round", "row_number", "set_config",
-    "statement_timestamp", "string_agg", "sum", "to_jsonb", "to_regclass", "unnest", "upper",
+    "statement_timestamp", "string_agg", "sum", "to_jsonb", "to_regclass", "txid_current_snapshot",
+    "txid_snapshot_xip", "txid_status", "unnest", "upper",
 })
 """Functions of ``pg_catalog`` that templates call; :func:`render` qualifies each call."""
 

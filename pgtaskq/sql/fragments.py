@@ -11,15 +11,17 @@ NOTIFY_PAYLOAD_CHUNK = 7000
 enqueue, rescue or hand-back spanning a few hundred (per-tenant) queues."""
 
 
-def notify_queues(queues: str) -> str:
+def notify_queues(queues: str, only_wanted: bool = False) -> str:
     """A SELECT that sends ``q:<queue>,...`` wake-ups for the rows of ``queues`` (a
-    subquery yielding a ``queue`` column), one NOTIFY per ~7000 bytes of distinct names."""
+    subquery yielding a ``queue`` column), one NOTIFY per ~7000 bytes of distinct names;
+    ``only_wanted``: only for the queues ``wake_wanted()`` names (enqueues)."""
+    wanted = " WHERE {schema}.wake_wanted(queue)" if only_wanted else ""
     return f"""
     SELECT pg_notify(%(channel)s, 'q:' || string_agg(queue, ',' ORDER BY queue))
     FROM (SELECT queue,
                  sum(octet_length(queue) + 1) OVER (ORDER BY queue)
                      / {NOTIFY_PAYLOAD_CHUNK} AS chunk
-          FROM (SELECT DISTINCT queue FROM {queues}) AS distinct_queues) AS chunked
+          FROM (SELECT DISTINCT queue FROM {queues}) AS distinct_queues{wanted}) AS chunked
     GROUP BY chunk"""
 
 

@@ -3,6 +3,9 @@
 Each statement that makes a job runnable now sends one ``pg_notify`` in the same statement,
 so it rides the caller's transaction: listeners hear it on commit and never on rollback.
 The payload is ``q:<queue>[,<queue>...]`` so workers serving other queues stay asleep.
+Enqueues notify only when ``wake_wanted(queue)`` says a worker waits for it (schema
+version 9, ``pgtaskq.worker.waiting``): PostgreSQL serialises the commits of notifying
+transactions, so an enqueue nobody waits for must not notify.
 
 Statements that the worker runs (claim, complete, heartbeat, rescue) are in ``worker.py``.
 """
@@ -38,7 +41,8 @@ WITH new_job AS (
             %(max_attempts)s, %(schedule)s::text)
     RETURNING id, queue, run_at
 )
-SELECT id, CASE WHEN run_at <= now() THEN pg_notify(%(channel)s, 'q:' || queue) END
+SELECT id, CASE WHEN run_at <= now() THEN
+    CASE WHEN {schema}.wake_wanted(queue) THEN pg_notify(%(channel)s, 'q:' || queue) END END
 FROM new_job
 """
 """One job without a dedupe key: a plain INSERT, since there is nothing to conflict with.
@@ -59,7 +63,8 @@ WITH new_job AS (
     ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
     RETURNING id, queue, run_at
 ), wake AS (
-    SELECT pg_notify(%(channel)s, 'q:' || queue) FROM new_job WHERE run_at <= now()
+    SELECT CASE WHEN {schema}.wake_wanted(queue) THEN pg_notify(%(channel)s, 'q:' || queue) END
+    FROM new_job WHERE run_at <= now()
 )
 SELECT id, true AS created FROM new_job, (SELECT count(*) FROM wake) AS notified
 UNION ALL
@@ -99,7 +104,7 @@ WITH input AS (
 
 _ENQUEUE_MANY_WAKE = """
 ), wake AS (
-""" + fragments.notify_queues("new_jobs WHERE run_at <= now()") + """
+""" + fragments.notify_queues("new_jobs WHERE run_at <= now()", only_wanted=True) + """
 )
 """
 

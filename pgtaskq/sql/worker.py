@@ -371,13 +371,32 @@ shutdown, it never did. Out of attempts, it ends ``failed``."""
 
 REGISTER_WORKER = """
 INSERT INTO {schema}.workers (host, pid, queues, concurrency, pgtaskq_version,
-                              heartbeat_interval)
+                              heartbeat_interval, announces_waiting)
 VALUES (%(host)s, %(pid)s, %(queues)s::text[], %(concurrency)s, %(version)s,
-        %(heartbeat_interval)s)
+        %(heartbeat_interval)s, true)
 RETURNING id
 """
 """``heartbeat_interval`` lets ``stats`` and ``check`` tell a lost worker from one that
-simply beats slowly (``--heartbeat-interval 30``)."""
+simply beats slowly (``--heartbeat-interval 30``). ``announces_waiting``: producers notify
+this worker only while it says it waits (``pgtaskq.worker.waiting``); a worker of an earlier
+release leaves it false and gets every wake-up."""
+
+ANNOUNCE_WAITING = """
+UPDATE {schema}.workers
+SET waiting_since = CASE WHEN %(waiting)s::boolean THEN now() END
+WHERE id = %(worker_id)s
+"""
+"""The worker waits for work (producers of its queues notify it), or no longer does."""
+
+IN_PROGRESS = """
+SELECT array_agg(xid) FROM txid_snapshot_xip(txid_current_snapshot()) AS xid
+"""
+"""Transactions in progress now (right after an announcement: the producers it crossed)."""
+
+STILL_IN_PROGRESS = """
+SELECT array_agg(xid) FROM unnest(%(xids)s::bigint[]) AS xid
+WHERE txid_status(xid) = 'in progress'
+"""
 
 PUBLISH_TASKS = """
 INSERT INTO {schema}.worker_tasks (worker_id, task, queue, priority, max_attempts, timeout)

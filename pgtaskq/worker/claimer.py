@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from pgtaskq.worker.slots import Slots
     from pgtaskq.worker.timeouts import Timeouts
     from pgtaskq.worker.vacuum import JobsVacuum
+    from pgtaskq.worker.waiting import Waiting
 
 log = logging.getLogger("pgtaskq.worker")
 
@@ -64,7 +65,7 @@ class Claimer:
                  tasks: list[str], queues: list[str] | None, lease: float, claimers: int,
                  capacity: Capacity, held: HeldJobs, slots: Slots, completer: Completer,
                  exit_rules: ExitRules, due: DueTimes, timeouts: Timeouts,
-                 parker: Parker, vacuum: JobsVacuum) -> None:
+                 parker: Parker, vacuum: JobsVacuum, waiting: Waiting) -> None:
         self._db = Statements(pool, tq.schema)
         self._tq = tq
         self._worker_id = worker_id
@@ -80,6 +81,7 @@ class Claimer:
         self._parker = parker
         self._vacuum = vacuum
         self._backoff = Backoff(0.2, CLAIM_ERROR_BACKOFF_MAX)
+        self._waiting = waiting
         self.not_before = 0.0
         """``time.monotonic()`` before which no claim runs (a failed claim backs off)."""
 
@@ -109,12 +111,15 @@ class Claimer:
         self._capacity.claimed(len(rows), limit)
         self._exit_rules.claimed(len(rows), held_before)
         self._vacuum.claimed(len(rows))
+        claim_again = self._waiting.claimed(len(rows) == limit)
         self._start(rows)
         if len(rows) < limit:
             # A due deferred job the claim did not return (another queue's, or taken by
             # another worker) must be forgotten now, or the loop would spin until the
             # rate-limited look-up runs again.
             self._due.lookup(force=self._due.deferred_due(time.monotonic()))
+        if claim_again:  # announced waiting: a job committed before may not be in this claim
+            return len(rows) + self.claim()
         return len(rows)
 
     def _start(self, rows: list) -> None:

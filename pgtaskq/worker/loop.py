@@ -4,9 +4,11 @@ It sleeps in ``Listener.wait()`` (a ``select()`` on the LISTEN socket and a self
 It wakes on a NOTIFY for a queue it serves, a slot finishing while a backlog is known, a
 cancel request, a signal, a task timeout, the next known deferred job, a cron tick, or
 the poll interval (the fallback that makes NOTIFY an optimisation, never a
-requirement). A notification is a hint (``pgtaskq.worker.hints``): rate-limited, never
-proof of work. Everything here runs in the main thread, and each iteration does work
-independent of how many jobs are held.
+requirement), or the end of producers that may have missed its announcement that it
+waits (``pgtaskq.worker.waiting``: producers notify only workers that wait). A
+notification is a hint (``pgtaskq.worker.hints``): rate-limited, never proof of work.
+Everything here runs in the main thread, and each iteration does work independent of
+how many jobs are held.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from pgtaskq.worker.hints import NotificationHints
     from pgtaskq.worker.listener import Events, Listener
     from pgtaskq.worker.timeouts import Timeouts
+    from pgtaskq.worker.waiting import Waiting
 
 log = logging.getLogger("pgtaskq.worker")
 
@@ -51,7 +54,7 @@ class MainLoop:
                  completer_flush_interval: float, stop: threading.Event,
                  listener: Listener, hints: NotificationHints, capacity: Capacity,
                  claimer: Claimer, due: DueTimes, cancels: Cancels, timeouts: Timeouts,
-                 exit_rules: ExitRules, timers: list[LoopTimer]) -> None:
+                 exit_rules: ExitRules, timers: list[LoopTimer], waiting: Waiting) -> None:
         self._worker_id = worker_id
         self._queues = queues
         self._poll_interval = poll_interval
@@ -66,6 +69,7 @@ class MainLoop:
         self._timeouts = timeouts
         self._exit_rules = exit_rules
         self._timers = timers
+        self._waiting = waiting
 
     def run(self) -> None:
         listener = self._listener
@@ -106,7 +110,8 @@ class MainLoop:
                 next_poll = now + self._poll_interval
             notified = ((self._wanted(events) and self._hints.notified(now))
                         or self._hints.pending_claim_due(now))
-            other_reason = (polled or events.reconnected
+            crossed_ended = self._waiting.claim_due(now)  # pgtaskq.worker.waiting
+            other_reason = (polled or events.reconnected or crossed_ended
                             or self._due.deferred_due(time.monotonic()))
             work_signalled = other_reason or notified
             room = capacity.room() > 0
@@ -159,6 +164,9 @@ class MainLoop:
         if self._capacity.waiting_for_completer():
             # Waiting for the completer, which does not wake the loop: look again soon.
             deadlines.append(now + self._completer_flush_interval)
+        crossed = self._waiting.deadline()
+        if crossed is not None:
+            deadlines.append(crossed)
         hinted = self._hints.deadline()
         if hinted is not None:
             deadlines.append(hinted)

@@ -56,6 +56,7 @@ from pgtaskq.worker.scheduler import CronScheduler
 from pgtaskq.worker.slots import Slots
 from pgtaskq.worker.timeouts import Timeouts
 from pgtaskq.worker.vacuum import JobsVacuum
+from pgtaskq.worker.waiting import Waiting
 
 if TYPE_CHECKING:
     from pgtaskq.queue import TaskQueue
@@ -192,6 +193,8 @@ class Worker:
         timeouts = Timeouts(kill_grace=config.kill_grace if config.pool == "process"
                             else None)
         timers = self._make_timers()
+        waiting = Waiting(self._db, worker_id, max_backoff=config.poll_interval,
+                          listening=lambda: listener.listening)
         loop = MainLoop(
             worker_id=worker_id, queues=config.queues, poll_interval=config.poll_interval,
             completer_flush_interval=config.completer_flush_interval,
@@ -200,9 +203,10 @@ class Worker:
                 self._pool, tq, worker_id, tasks=self._task_names, queues=config.queues,
                 lease=config.lease, claimers=config.claimers, capacity=capacity, held=held,
                 slots=slots, completer=completer, exit_rules=self.exit_rules, due=due,
-                timeouts=timeouts, parker=parker, vacuum=vacuum),
+                timeouts=timeouts, parker=parker, vacuum=vacuum, waiting=waiting),
             due=due, cancels=Cancels(self._pool, schema, worker_id, held, hints),
             timeouts=timeouts, exit_rules=self.exit_rules, timers=timers,
+            waiting=waiting,
         )
         previous_handlers = self._install_signal_handlers()
         try:

@@ -111,6 +111,13 @@ class QueueConnections:
                 "PGTASKQ_PREPARE=0 or TaskQueue(prepare=False) to start that way)",
                 first_line(exc))
 
+    def _behind_pooler(self) -> None:
+        """The pool's connections go through a pooler (PgBouncer): stop preparing."""
+        if self.prepare:
+            self.prepare = False
+            log.info("connected through a pooler (PgBouncer): pgtaskq does not prepare "
+                     "statements in this process")
+
     @property
     def pool(self) -> ConnectionPool:
         """The queue's own connection pool, opened on first use (and anew after a fork)."""
@@ -137,6 +144,7 @@ class QueueConnections:
                         name=f"pgtaskq-{self.schema}",
                         liveness=self._liveness,
                         timeout=self.pool_timeout,
+                        on_pooler=self._behind_pooler,
                         **kwargs,
                     )
         return self._pool
@@ -221,22 +229,25 @@ class QueueConnections:
                 pool = self.pool
                 own = self._borrow()
                 try:
-                    try:
-                        cursor = own.execute(query, params, prepare=None if self.prepare
-                                             else False)
-                    except psycopg.Error as exc:
-                        if not _prepared_statement_lost(exc):
-                            raise
-                        # The statement failed at Parse or Bind, before it ran: safe to
-                        # run again, unprepared.
-                        self._turn_prepare_off(exc)
-                        cursor = own.execute(query, params, prepare=False)
-                    result = cursor.pgresult
-                    if result is None or result.status != psycopg.pq.ExecStatus.TUPLES_OK:
-                        return []
-                    return cursor.fetchall()
+                    return self._run_on(own, query, params)
                 finally:
                     pool.putconn(own)
+
+    def _run_on(self, own: psycopg.Connection, query: str, params: Mapping[str, Any]) -> list:
+        """``query`` on a borrowed pooled connection (``_run``)."""
+        try:
+            cursor = own.execute(query, params, prepare=None if self.prepare else False)
+        except psycopg.Error as exc:
+            if not _prepared_statement_lost(exc):
+                raise
+            # The statement failed at Parse or Bind, before it ran: safe to run again,
+            # unprepared.
+            self._turn_prepare_off(exc)
+            cursor = own.execute(query, params, prepare=False)
+        result = cursor.pgresult
+        if result is None or result.status != psycopg.pq.ExecStatus.TUPLES_OK:
+            return []
+        return cursor.fetchall()
 
     def _run_prepared(self, query_template: str, params: Mapping[str, Any]) -> list:
         """``_run`` on a pooled connection through libpq directly (pgtaskq.prepared).
@@ -256,6 +267,9 @@ class QueueConnections:
             pool = self.pool
             own = self._borrow()
             try:
+                if own.prepare_threshold is None:  # made through a pooler (pgtaskq.pool)
+                    self._behind_pooler()
+                    return self._run_on(own, query, params)
                 return statement.run(own, params)
             except PreparedStatementLost as exc:
                 self._turn_prepare_off(exc)

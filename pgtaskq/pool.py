@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import select
 import weakref
+from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
@@ -78,24 +79,45 @@ def _input_pending(conn: psycopg.Connection) -> bool:
     return bool(readable)
 
 
-def _configure(liveness: LivenessCheck, conn: psycopg.Connection) -> None:
+def behind_pooler(conn: psycopg.Connection) -> bool:
+    """Whether a pooler such as PgBouncer sits between this connection and PostgreSQL.
+
+    A pooler answers the client's startup itself, with a BackendKeyData of its own (it
+    routes cancel requests by it), so the process id libpq got at connect is not that of
+    the server process running our statements. Behind one in transaction mode, statements
+    of one client land on different server sessions: psycopg's automatic prepared
+    statements (``_pg3_N``) then collide with another client's, or are missing.
+    """
+    row = conn.execute("SELECT pg_catalog.pg_backend_pid()", prepare=False).fetchone()
+    return row is not None and row[0] != conn.info.backend_pid
+
+
+def _configure(liveness: LivenessCheck, conn: psycopg.Connection,
+               on_pooler: Callable[[], None] | None) -> None:
     liveness.mark_used(conn)
     forking.track(conn)  # a task's forked child gets /dev/null in place of this socket
+    if conn.prepare_threshold is not None and behind_pooler(conn):
+        # one round trip per new connection, so no one need remember PGTASKQ_PREPARE=0
+        conn.prepare_threshold = None
+        if on_pooler is not None:
+            on_pooler()
 
 
 def open_pool(
     conninfo: str, *, min_size: int, max_size: int, name: str, liveness: LivenessCheck,
-    timeout: float = 30.0, **kwargs: Any,
+    timeout: float = 30.0, on_pooler: Callable[[], None] | None = None, **kwargs: Any,
 ) -> ConnectionPool:
     """An open pool of autocommit connections guarded by ``liveness``; ``kwargs`` go to
-    ``psycopg.connect``; ``timeout`` is how long a borrow waits by default."""
+    ``psycopg.connect``; ``timeout`` is how long a borrow waits by default. A connection
+    made through a pooler (``behind_pooler``) never prepares statements, and ``on_pooler``
+    is called."""
     return ConnectionPool(
         conninfo,
         min_size=min_size,
         max_size=max_size,
         timeout=timeout,
         kwargs={"autocommit": True, **kwargs},
-        configure=lambda conn: _configure(liveness, conn),
+        configure=lambda conn: _configure(liveness, conn, on_pooler),
         check=liveness.check,
         name=name,
         open=True,

@@ -114,6 +114,43 @@ def test_worker_poll_only_through_pgbouncer(worker_via, tq, db):
     assert "failed" not in output, output
 
 
+def test_worker_and_producer_find_the_pooler_by_themselves(tq, db, pgtaskq_dsn, caplog):
+    """Nothing configured (no PGTASKQ_PREPARE=0, no --no-prepare): psycopg prepared the
+    worker's statements after 5 executions as ``_pg3_N``, which collided on the pooled
+    server sessions. Both sides now notice the pooler on connecting and never prepare.
+    (A PgBouncer of its own: the statements of no other test share its sessions.)"""
+    create_runs_table(db, tq.schema)
+    bouncer = pgbouncer_server.PgBouncer(pgtaskq_dsn)
+    bouncer_dsn = bouncer.dsn(pgtaskq_dsn)
+    worker = WorkerProcess("apps.basic:tq", bouncer_dsn, tq.schema,
+                           ["--poll-only", *FAST, "--poll-interval", "0.05"],
+                           pythonpath=[TESTS])
+    producer = TaskQueue(bouncer_dsn, schema=tq.schema, pool_max_size=2)
+    try:
+        worker.wait_ready()
+        with caplog.at_level("INFO", logger="pgtaskq"):
+            for n in range(20):  # one lease per job: every statement runs many times
+                producer.enqueue("record", args=[n])
+                wait_until(lambda n=n: len(runs(db, tq.schema, "ran")) == n + 1, 10,
+                           what=f"job {n} ran")
+        assert producer.prepare is False
+        assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
+        assert worker.stop() == 0
+        output = worker.output()
+        assert "prepared statement" not in output, output
+        assert "failed" not in output, output
+    finally:
+        producer.close()
+        worker.close()
+        bouncer.stop()
+    direct = TaskQueue(tq.conninfo, schema=tq.schema, pool_max_size=1)
+    try:
+        direct.enqueue("noop")
+        assert direct.prepare is True  # a direct connection keeps its prepared statements
+    finally:
+        direct.close()
+
+
 def test_worker_no_prepare_flag_and_listen_dsn(worker_via, tq, db, pgtaskq_dsn):
     """``pgtaskq --no-prepare worker APP --listen-dsn DIRECT``: statements through the
     pooler, LISTEN on a direct connection, so jobs are picked up without waiting for a poll

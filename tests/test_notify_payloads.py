@@ -34,7 +34,11 @@ def _notified_queues(listen_conn):
 
 @pytest.fixture
 def listen_conn(tq, pgtaskq_dsn):
+    """Listens as a worker of an earlier release would: enqueues wake it every time
+    (registered without ``announces_waiting``; schema version 9 notifies only waiters)."""
     with psycopg.connect(pgtaskq_dsn, autocommit=True) as conn:
+        conn.execute(f'INSERT INTO "{tq.schema}".workers (host, pid, concurrency, '
+                     "pgtaskq_version) VALUES ('old-release', 1, 1, '0.earlier')")
         conn.execute(f'LISTEN "{tq.channel}"')
         yield conn
 

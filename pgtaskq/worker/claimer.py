@@ -111,8 +111,8 @@ class Claimer:
         self._capacity.claimed(len(rows), limit)
         self._exit_rules.claimed(len(rows), held_before)
         self._vacuum.claimed(len(rows))
-        claim_again = self._waiting.claimed(len(rows) == limit)
         self._start(rows)
+        claim_again = self._waiting.claimed(len(rows) == limit)  # after: the jobs run meanwhile
         if len(rows) < limit:
             # A due deferred job the claim did not return (another queue's, or taken by
             # another worker) must be forgotten now, or the loop would spin until the

@@ -59,6 +59,10 @@ def _enqueue(ctx: Context) -> tuple[Table | None, dict]:
 SCENARIOS: dict[str, tuple[str, Callable[[Context], tuple[Table | None, dict]]]] = {
     "enqueue": ("single and bulk enqueue beside pgqueuer and pgbench (bench_enqueue.py, "
                 "its own section)", _enqueue),
+    "concurrent_enqueue": ("K = 1, 8, 32 processes enqueueing one job per call: pgtaskq "
+                           "with and without wake-ups, peers, bare INSERT, pgbench, PgBouncer",
+                           _module("benchmarks.bench_concurrent_enqueue",
+                                   "scenario_concurrent_enqueue")),
     "ceiling": ("pgbench running pgtaskq's claim/complete SQL, no Python",
                 _worker("ceiling")),
     "drain": ("drain N jobs, one worker process at concurrency 8, every system",

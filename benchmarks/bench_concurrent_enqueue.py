@@ -341,6 +341,23 @@ def table(samples: dict[tuple[int, str], list[float]], notes: list[str], rounds:
     return result
 
 
+DESIGN_NOTES = """The design candidates of issue 14, each a row above:
+
+- *always notify* (every enqueue before schema version 9): `pgtaskq enqueue(), a worker
+  waiting`, and `psycopg INSERT + NOTIFY` without pgtaskq;
+- *notify from a transaction of its own after the commit*: `psycopg INSERT, then NOTIFY in
+  its own transaction`. The notifying transactions still take the same lock and flush a
+  commit record each, and a `conn=` enqueue cannot use it (pgtaskq does not commit the
+  caller's transaction);
+- *coalesce per process*: nothing to coalesce when each process has one enqueue in flight
+  (a web request), as here; not built;
+- *notify only when a worker waits* (built): `pgtaskq enqueue()`. Nobody waits here, as
+  when every worker is busy or none runs, so no enqueue notifies; its cost over the
+  same call without a wake-up is the `wake_wanted()` call (one PL/pgSQL call reading the
+  small `workers` table, ~20 us of server CPU). While a worker does wait, enqueues notify
+  as before: then the workers keep up, and a wake-up is what picks the job up in ~1 ms."""
+
+
 def machine_note(server: str) -> str:
     info = machine_info(server)
     pg = info["postgresql"]
@@ -357,6 +374,7 @@ def scenario_concurrent_enqueue(ctx: Any) -> tuple[Table, dict]:
     raw = {f"{k}:{variant}": values for (k, variant), values in samples.items()}
     result = table(samples, notes, rounds, seconds)
     result.notes.append(machine_note(ctx.server))
+    result.appendix = DESIGN_NOTES
     return result, {"samples": raw}
 
 
@@ -379,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         f"`python -m benchmarks.bench_concurrent_enqueue --rounds {args.rounds} --seconds "
         f"{args.seconds:g}`, started {started}, load average {load:.2f} at the start")
     result.notes.append(machine_note(server))
+    result.appendix = DESIGN_NOTES
     print(result.text(), flush=True)
     if not args.no_write:
         write_section("bench:concurrent_enqueue", result.markdown())

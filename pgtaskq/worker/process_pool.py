@@ -155,8 +155,7 @@ class ProcessSlots:
     def take_waiting(self) -> list[HeldJob]:
         """Remove and return the jobs not yet started (for handing them back)."""
         with self._lock:
-            waiting = list(self._queue)
-            self._queue.clear()
+            waiting, self._queue = list(self._queue), collections.deque()
         return waiting
 
     def stop(self) -> None:
@@ -191,26 +190,28 @@ class ProcessSlots:
         try:
             for child in self._children:
                 self._start_child(child)
-            while True:
-                self._dispatch()
-                if self._stopping and self._busy == 0:
-                    break
-                nearest = self._tick(time.monotonic())
-                with self._lock:
-                    idle = self._queue and any(c.ready for c in self._children)
-                    self._sleeping = not idle
-                    self._woken = False
-                wait_ms = 0 if idle else None if nearest is None else \
-                    max(0, int((nearest - time.monotonic()) * 1000) + 1)
-                events = self._poller.poll(wait_ms)
-                self._sleeping = False
-                self._handle(events)
-        except Exception:  # pragma: no cover - a bug here must be seen
-            log.exception("the process pool's dispatcher failed")
-            raise
+            while not (self._stopping and self._busy == 0):
+                try:
+                    self._run_once()
+                except Exception:  # pragma: no cover - log it, and go on serving
+                    log.exception("process pool dispatcher: unexpected error")
+                    time.sleep(0.1)
         finally:
             self._close_children()
             sys.setswitchinterval(self._switch_interval)
+
+    def _run_once(self) -> None:
+        self._dispatch()
+        nearest = self._tick(time.monotonic())
+        with self._lock:
+            idle = self._queue and any(c.ready for c in self._children)
+            self._sleeping = not idle
+            self._woken = False
+        wait_ms = 0 if idle else None if nearest is None else \
+            max(0, int((nearest - time.monotonic()) * 1000) + 1)
+        events = self._poller.poll(wait_ms)
+        self._sleeping = False
+        self._handle(events)
 
     def _handle(self, events: list[tuple[int, int]]) -> None:
         gone = []

@@ -171,3 +171,29 @@ def test_a_producer_that_crossed_the_announcement_is_picked_up(
         committed = time.monotonic()
     wait_until(lambda: runs(db, tq.schema, "ran"), timeout=10, what="crossed job picked up")
     assert time.monotonic() - committed < 3.0
+
+
+def test_stopped_workers_rows_do_not_slow_wake_wanted(db: psycopg.Connection,
+                                                      tq: TaskQueue) -> None:
+    """A stopped worker's row stays a day; with restarts and recycling that is thousands of
+    rows, and every enqueue of a due job calls wake_wanted(): it must not scan them."""
+    workers = sql.SQL("{}.workers").format(sql.Identifier(tq.schema))
+    db.execute(sql.SQL(
+        "INSERT INTO {} (host, pid, queues, concurrency, pgtaskq_version, heartbeat_interval,"
+        " announces_waiting, stopped_at) SELECT 'gone', g, NULL, 8, 'old', 5, true, now() "
+        "FROM generate_series(1, 5000) AS g").format(workers))
+    db.execute(sql.SQL("ANALYZE {}").format(workers))
+
+    def rows_read() -> int:
+        db.execute("SELECT pg_stat_force_next_flush()")  # flushed as this statement ends
+        return db.execute(
+            "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) "
+            "FROM pg_stat_user_tables WHERE relid = %s::regclass",
+            (f'"{tq.schema}".workers',)).fetchone()[0]
+
+    before = rows_read()
+    for _ in range(10):
+        db.execute(sql.SQL("SELECT {}.wake_wanted('default')").format(
+            sql.Identifier(tq.schema)))
+    read = rows_read() - before
+    assert read < 100, f"10 calls of wake_wanted() read {read:,} rows of workers"

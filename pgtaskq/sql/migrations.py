@@ -521,7 +521,16 @@ isolation level reads the transaction's first snapshot: always notify there. PL/
 SQL: a SQL function's body is parsed and planned again by every statement that calls it
 (~100 us a call on PostgreSQL 15, against ~20 us with PL/pgSQL's cached plan)."""
 
-MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8, V9]
+V10 = """
+CREATE INDEX workers_live ON {schema}.workers (last_heartbeat_at) WHERE stopped_at IS NULL;
+"""
+"""An index of the workers that have not stopped, for ``wake_wanted()``, which every enqueue
+of a due job calls. ``workers`` keeps a stopped worker's row for a day (``FORGET_OLD_WORKERS``):
+with restarts, ``--max-jobs`` recycling or autoscaling that is thousands of rows, and a
+sequential scan of them cost each enqueue ~0.6 ms of server time at 5,000 rows (~0.05 ms
+with the index)."""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10]
 """``MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``; the last index + 1 is current."""
 
 LATEST_VERSION = len(MIGRATIONS)
@@ -594,8 +603,13 @@ ALTER TABLE IF EXISTS {schema}.workers DROP COLUMN IF EXISTS announces_waiting,
     DROP COLUMN IF EXISTS waiting_since;
 """
 
+UNINSTALL_V10 = """
+DROP INDEX IF EXISTS {schema}.workers_live;
+"""
+
 UNINSTALLS: list[str] = [UNINSTALL_V1, UNINSTALL_V2, UNINSTALL_V3, UNINSTALL_V4,
-                         UNINSTALL_V5, UNINSTALL_V6, UNINSTALL_V7, UNINSTALL_V8, UNINSTALL_V9]
+                         UNINSTALL_V5, UNINSTALL_V6, UNINSTALL_V7, UNINSTALL_V8, UNINSTALL_V9,
+                         UNINSTALL_V10]
 """``UNINSTALLS[i]`` drops what ``MIGRATIONS[i]`` created. Uninstall runs those of the
 versions the install record holds, newest first, and nothing else: a schema where pgtaskq
 was never installed keeps its tables, even ones named ``jobs``."""

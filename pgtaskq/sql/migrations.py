@@ -526,9 +526,9 @@ CREATE INDEX workers_live ON {schema}.workers (last_heartbeat_at) WHERE stopped_
 """
 """An index of the workers that have not stopped, for ``wake_wanted()``, which every enqueue
 of a due job calls. ``workers`` keeps a stopped worker's row for a day (``FORGET_OLD_WORKERS``):
-with restarts, ``--max-jobs`` recycling or autoscaling that is thousands of rows, and a
-sequential scan of them cost each enqueue ~0.6 ms of server time at 5,000 rows (~0.05 ms
-with the index)."""
+with restarts, ``--max-jobs`` recycling or autoscaling that is thousands of rows. The
+function's query over 5,000 stopped rows (EXPLAIN ANALYZE, PostgreSQL 15): a sequential scan
+of 0.66 ms per enqueue before, an index scan of 0.008 ms with it."""
 
 MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10]
 """``MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``; the last index + 1 is current."""

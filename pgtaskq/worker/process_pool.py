@@ -51,7 +51,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pgtaskq import forking
 from pgtaskq.hooks import JobHooks
 from pgtaskq.worker import process_child
 from pgtaskq.worker.child_process import (
@@ -66,7 +65,7 @@ from pgtaskq.worker.child_process import (
 )
 from pgtaskq.worker.held import HeldJob
 from pgtaskq.worker.outcome import Outcome
-from pgtaskq.worker.slots import run_attempt
+from pgtaskq.worker.slots import deliver, run_attempt
 
 if TYPE_CHECKING:
     from pgtaskq.queue import TaskQueue
@@ -315,15 +314,7 @@ class ProcessSlots:
         child.killed = False
 
     def _deliver(self, job: HeldJob, outcome: Outcome) -> None:
-        """As a slot thread does: to the completer, and the capacity to the main loop."""
-        job.finished = True
-        try:
-            self._completer.add(outcome)
-            forking.forget(job.id)
-            if self._capacity.finished(outcome.run_ms / 1000):
-                self._wake_main()
-        except Exception:  # pragma: no cover - the completer's queue does not fail
-            log.exception("could not record the outcome of job %d", job.id)
+        deliver(job, outcome, self._completer, self._capacity, self._wake_main)
 
     # -- time and processes -------------------------------------------------------------
 

@@ -118,15 +118,21 @@ class Slots:
             finally:
                 with self._lock:
                     self._busy -= 1
-            job.finished = True
-            try:
-                # straight to the completer, and the capacity back to the main loop
-                self._completer.add(outcome)
-                forking.forget(job.id)
-                if self._capacity.finished(outcome.run_ms / 1000):
-                    self._wake()
-            except Exception:  # pragma: no cover - the completer's queue does not fail
-                log.exception("could not record the outcome of job %d", job.id)
+            deliver(job, outcome, self._completer, self._capacity, self._wake)
+
+
+def deliver(job: HeldJob, outcome: Outcome, completer: Completer, capacity: Capacity,
+            wake: Callable[[], None]) -> None:
+    """Hand a finished job's outcome straight to the completer and its capacity back to the
+    main loop (woken when a refill is due). Both pools end every job through here."""
+    job.finished = True
+    try:
+        completer.add(outcome)
+        forking.forget(job.id)
+        if capacity.finished(outcome.run_ms / 1000):
+            wake()
+    except Exception:  # pragma: no cover - the completer's queue does not fail
+        log.exception("could not record the outcome of job %d", job.id)
 
 
 def run_attempt(job: HeldJob, middlewares: list[JobMiddleware],

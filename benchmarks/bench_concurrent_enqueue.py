@@ -51,6 +51,7 @@ import psycopg
 from benchmarks.common import (
     BenchError,
     Table,
+    ceiling_table,
     database,
     log,
     machine_info,
@@ -65,21 +66,7 @@ TASK = "bench.noop"
 KS = (1, 8, 32)
 BOUNCER_POOL = 8
 
-CEILING_TABLE = f"""
-DROP SCHEMA IF EXISTS {CEILING} CASCADE;
-CREATE SCHEMA {CEILING};
-CREATE TABLE {CEILING}.jobs (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    queue text NOT NULL,
-    task text NOT NULL,
-    args jsonb NOT NULL,
-    kwargs jsonb NOT NULL DEFAULT '{{}}',
-    status text NOT NULL DEFAULT 'queued',
-    priority integer NOT NULL DEFAULT 0,
-    run_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX ON {CEILING}.jobs (priority DESC, run_at, id) WHERE status = 'queued';
-"""
+CEILING_TABLE = ceiling_table(CEILING)
 INSERT = f"INSERT INTO {CEILING}.jobs (queue, task, args) VALUES ('default', '{TASK}', %s)"
 INSERT_NOTIFY = (f"WITH j AS ({INSERT} RETURNING queue) "
                  "SELECT pg_notify('bench_events', 'q:' || queue) FROM j")

@@ -43,7 +43,7 @@ from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 from tabulate import tabulate
 
-from benchmarks.common import log, server_dsn
+from benchmarks.common import ceiling_table, log, server_dsn
 from pgtaskq import TaskQueue
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,23 +57,7 @@ TASK = "bench.noop"
 Result = dict[str, Any]
 """One figure: system, figure, unit, kind (single/bulk), samples (jobs/s per round)."""
 
-# A table with the columns a job needs and one partial index on runnable rows, as a
-# queue must have: the least a job queue can write per job.
-CEILING_TABLE = f"""
-DROP SCHEMA IF EXISTS {CEILING_SCHEMA} CASCADE;
-CREATE SCHEMA {CEILING_SCHEMA};
-CREATE TABLE {CEILING_SCHEMA}.jobs (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    queue text NOT NULL,
-    task text NOT NULL,
-    args jsonb NOT NULL,
-    kwargs jsonb NOT NULL DEFAULT '{{}}',
-    status text NOT NULL DEFAULT 'queued',
-    priority integer NOT NULL DEFAULT 0,
-    run_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX ON {CEILING_SCHEMA}.jobs (priority DESC, run_at, id) WHERE status = 'queued';
-"""
+CEILING_TABLE = ceiling_table(CEILING_SCHEMA)
 
 _INSERT = (
     f"INSERT INTO {CEILING_SCHEMA}.jobs (queue, task, args) "

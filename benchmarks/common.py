@@ -437,3 +437,24 @@ def fill_stats_tables(conn: psycopg.Connection, schema: str, jobs: int) -> None:
         INSERT INTO {s}.workers (host, pid, queues, concurrency, busy_slots, pgtaskq_version)
         SELECT 'host' || g, 1000 + g, NULL, 250, 250, 'bench'
         FROM generate_series(1, 4) g""")
+
+
+def ceiling_table(schema: str) -> str:
+    """DDL of the ceiling's table in ``schema`` (dropped and made again): the columns a job
+    needs and one partial index on runnable rows, as a queue must have. Inserting into it
+    is the least a job queue can write per job; the enqueue benchmarks measure against it."""
+    return f"""
+DROP SCHEMA IF EXISTS {schema} CASCADE;
+CREATE SCHEMA {schema};
+CREATE TABLE {schema}.jobs (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue text NOT NULL,
+    task text NOT NULL,
+    args jsonb NOT NULL,
+    kwargs jsonb NOT NULL DEFAULT '{{}}',
+    status text NOT NULL DEFAULT 'queued',
+    priority integer NOT NULL DEFAULT 0,
+    run_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON {schema}.jobs (priority DESC, run_at, id) WHERE status = 'queued';
+"""

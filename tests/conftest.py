@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import psycopg
 import pytest
 from pgbouncer_server import PgBouncer, running
-from worker_helpers import TESTS
+from worker_helpers import TESTS, create_runs_table
+
+from pgtaskq import TaskQueue
 
 
 @pytest.fixture
@@ -19,3 +22,9 @@ def worker_pythonpath() -> Sequence[str]:
 def pgbouncer(pgtaskq_dsn: str) -> Iterator[PgBouncer]:
     """A real PgBouncer in transaction mode in front of the test server (skips without it)."""
     yield from running(pgtaskq_dsn)
+
+
+@pytest.fixture
+def runs_table(db: psycopg.Connection, tq: TaskQueue) -> None:
+    """The test apps' ``test_runs`` table, where their tasks record each run."""
+    create_runs_table(db, tq.schema)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from worker_helpers import FAST, create_runs_table, runs
+from worker_helpers import FAST, create_runs_table, runs, status_of
 
 from pgtaskq.testing import wait_until
 
@@ -21,10 +21,6 @@ def worker(db, tq, worker_process):
     yield started
     assert started.stop() == 0, started.output()
 
-
-def status_of(tq, job_id):
-    job = tq.get_job(job_id)
-    return job.status if job else None
 
 
 def test_a_coroutine_task_runs_and_its_return_value_is_the_result(tq, db, worker):

@@ -9,7 +9,7 @@ import signal
 import time
 
 import pytest
-from worker_helpers import FAST, create_runs_table, runs
+from worker_helpers import FAST, runs, status_of
 
 from pgtaskq import Worker
 from pgtaskq.errors import ConfigurationError
@@ -19,14 +19,6 @@ APP = "apps.process_app:tq"
 PROCESS = ("--pool", "process", "--kill-grace", "1")
 
 
-@pytest.fixture
-def runs_table(db, tq):
-    create_runs_table(db, tq.schema)
-
-
-def status_of(tq, job_id):
-    job = tq.get_job(job_id)
-    return job.status if job else None
 
 
 def children_of(pid: int) -> list[int]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from worker_helpers import FAST, create_runs_table, runs
+from worker_helpers import FAST, runs, status_of
 
 from pgtaskq import histogram
 from pgtaskq.cli import cli
@@ -37,10 +37,6 @@ APP = "apps.basic:tq"
 TESTS_DIR = str(Path(__file__).resolve().parent)
 
 
-@pytest.fixture
-def runs_table(db, tq):
-    create_runs_table(db, tq.schema)
-
 
 def stats_json(dsn, schema, *args):
     result = CliRunner().invoke(cli, ["--dsn", dsn, "--schema", schema, "stats", "--json",
@@ -52,10 +48,6 @@ def stats_json(dsn, schema, *args):
 def by_task(snapshot):
     return {row["task"]: row for row in snapshot["tasks"]}
 
-
-def status_of(tq, job_id):
-    job = tq.get_job(job_id)
-    return job.status if job else None
 
 
 def test_rollups_match_what_happened(tq, db, pgtaskq_dsn, runs_table, worker_process):

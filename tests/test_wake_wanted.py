@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from test_enqueue_notify import Listener
-from worker_helpers import create_runs_table, runs
+from worker_helpers import runs
 
 from pgtaskq import TaskQueue
 from pgtaskq.testing import wait_until
@@ -110,11 +110,6 @@ def test_repeatable_read_always_notifies(
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         tq.enqueue("mail.send", queue="mail", conn=conn)
     assert listener.next_payload() == "q:mail"
-
-
-@pytest.fixture
-def runs_table(db: psycopg.Connection, tq: TaskQueue) -> None:
-    create_runs_table(db, tq.schema)
 
 
 def test_an_idle_worker_announces_and_is_woken_at_once(

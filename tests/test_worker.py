@@ -9,7 +9,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from worker_helpers import FAST, create_runs_table, runs
+from worker_helpers import FAST, runs, status_of
 
 from pgtaskq.sql import fragments
 from pgtaskq.testing import wait_until
@@ -21,14 +21,6 @@ BOTH_POOLS = pytest.mark.parametrize(
 """Tests whose behaviour must not depend on the pool: worker options ``*pool``."""
 
 
-@pytest.fixture
-def runs_table(db, tq):
-    create_runs_table(db, tq.schema)
-
-
-def status_of(tq, job_id):
-    job = tq.get_job(job_id)
-    return job.status if job else None
 
 
 def all_final(tq, ids, status="succeeded"):

@@ -199,6 +199,8 @@ def _reset(dsn: str) -> None:
 def _waiting_worker(dsn: str, present: bool) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"DELETE FROM {SCHEMA}.workers")
+        # what a worker's rescuer does once the waiting one is gone (schema version 11)
+        conn.execute(f"SELECT {SCHEMA}.close_wake_gate()")
         if present:
             conn.execute(f"""
                 INSERT INTO {SCHEMA}.workers (host, pid, concurrency, pgtaskq_version,

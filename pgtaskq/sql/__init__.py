@@ -47,9 +47,9 @@ BUILTIN_FUNCTIONS = frozenset({
     "make_interval", "max", "min", "nextval", "now",
     "octet_length", "pg_advisory_lock", "pg_advisory_unlock", "pg_advisory_xact_lock",
     "pg_backend_pid", "pg_get_serial_sequence", "pg_notify", "pg_relation_size",
-    "pg_stat_get_dead_tuples", "pg_stat_get_last_autovacuum_time",
+    "pg_sequence_last_value", "pg_stat_get_dead_tuples", "pg_stat_get_last_autovacuum_time",
     "pg_stat_get_last_vacuum_time", "pg_stat_get_live_tuples", "pg_try_advisory_lock",
-    "pg_try_advisory_xact_lock", "power", "random", "round", "row_number", "set_config",
+    "pg_try_advisory_xact_lock", "power", "random", "round", "row_number", "set_config", "setval",
     "statement_timestamp", "string_agg", "sum", "to_jsonb", "to_regclass", "txid_current_snapshot",
     "txid_snapshot_xip", "txid_status", "unnest", "upper",
 })

@@ -11,11 +11,21 @@ NOTIFY_PAYLOAD_CHUNK = 7000
 enqueue, rescue or hand-back spanning a few hundred (per-tenant) queues."""
 
 
+def wake_wanted(queue: str) -> str:
+    """Whether an enqueue of a job of ``queue`` (an expression) must notify: the wake gate
+    first, ``wake_wanted()`` only when it is open (schema version 11). ``to_regclass``, not
+    a ``::regclass`` literal: against a schema of version 9 or 10 (no gate yet) the gate
+    reads NULL and the call is made, as by producers of that release; CASE, not AND, so
+    that the function is never called first."""
+    return (f"(CASE WHEN pg_sequence_last_value(to_regclass('{{schema}}.wake_gate')) = 0 "
+            f"THEN false ELSE {{schema}}.wake_wanted({queue}) END)")
+
+
 def notify_queues(queues: str, only_wanted: bool = False) -> str:
     """A SELECT that sends ``q:<queue>,...`` wake-ups for the rows of ``queues`` (a
     subquery yielding a ``queue`` column), one NOTIFY per ~7000 bytes of distinct names;
     ``only_wanted``: only for the queues ``wake_wanted()`` names (enqueues)."""
-    wanted = " WHERE {schema}.wake_wanted(queue)" if only_wanted else ""
+    wanted = f" WHERE {wake_wanted('queue')}" if only_wanted else ""
     return f"""
     SELECT pg_notify(%(channel)s, 'q:' || string_agg(queue, ',' ORDER BY queue))
     FROM (SELECT queue,

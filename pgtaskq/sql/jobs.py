@@ -5,7 +5,9 @@ so it rides the caller's transaction: listeners hear it on commit and never on r
 The payload is ``q:<queue>[,<queue>...]`` so workers serving other queues stay asleep.
 Enqueues notify only when ``wake_wanted(queue)`` says a worker waits for it (schema
 version 9, ``pgtaskq.worker.waiting``): PostgreSQL serialises the commits of notifying
-transactions, so an enqueue nobody waits for must not notify.
+transactions, so an enqueue nobody waits for must not notify. They call it only when the
+wake gate is open (``fragments.wake_wanted``, schema version 11), so that while nobody
+waits the question costs a sequence read, not a function call.
 
 Statements that the worker runs (claim, complete, heartbeat, rescue) are in ``worker.py``.
 """
@@ -42,7 +44,8 @@ WITH new_job AS (
     RETURNING id, queue, run_at
 )
 SELECT id, CASE WHEN run_at <= now() THEN
-    CASE WHEN {schema}.wake_wanted(queue) THEN pg_notify(%(channel)s, 'q:' || queue) END END
+    CASE WHEN """ + fragments.wake_wanted("queue") + """
+    THEN pg_notify(%(channel)s, 'q:' || queue) END END
 FROM new_job
 """
 """One job without a dedupe key: a plain INSERT, since there is nothing to conflict with.
@@ -63,7 +66,8 @@ WITH new_job AS (
     ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
     RETURNING id, queue, run_at
 ), wake AS (
-    SELECT CASE WHEN {schema}.wake_wanted(queue) THEN pg_notify(%(channel)s, 'q:' || queue) END
+    SELECT CASE WHEN """ + fragments.wake_wanted("queue") + """
+    THEN pg_notify(%(channel)s, 'q:' || queue) END
     FROM new_job WHERE run_at <= now()
 )
 SELECT id, true AS created FROM new_job, (SELECT count(*) FROM wake) AS notified

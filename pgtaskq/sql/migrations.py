@@ -530,7 +530,106 @@ with restarts, ``--max-jobs`` recycling or autoscaling that is thousands of rows
 function's query over 5,000 stopped rows (EXPLAIN ANALYZE, PostgreSQL 15): a sequential scan
 of 0.66 ms per enqueue before, an index scan of 0.008 ms with it."""
 
-MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10]
+_WANTS_WAKE_UPS = """w.stopped_at IS NULL
+              AND (w.waiting_since IS NOT NULL OR NOT w.announces_waiting)
+              AND w.last_heartbeat_at > now() - make_interval(
+                  secs => greatest(3 * w.heartbeat_interval, 30))"""
+"""A live worker that wants wake-ups (``wake_wanted()``'s test, whatever the queue)."""
+
+_GATE_LOCK = "pg_advisory_xact_lock(hashtext('pgtaskq.wake_gate'), hashtext('{schema}'))"
+"""Serialises opening and closing the gate: a close that found nobody waiting must not
+overwrite an opening committed after its look (see V11)."""
+
+V11 = f"""
+CREATE SEQUENCE {{schema}}.wake_gate AS smallint MINVALUE 0 MAXVALUE 1 START 1;
+GRANT SELECT ON SEQUENCE {{schema}}.wake_gate TO PUBLIC;
+
+CREATE FUNCTION {{schema}}.open_wake_gate() RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER {FIXED_SEARCH_PATH} AS $$
+BEGIN
+    PERFORM {_GATE_LOCK};
+    PERFORM setval('{{schema}}.wake_gate', 1);
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION {{schema}}.close_wake_gate() RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER {FIXED_SEARCH_PATH} AS $$
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RETURN false;  -- a snapshot older than the lock could miss an opening
+    END IF;
+    PERFORM {_GATE_LOCK};
+    IF EXISTS (SELECT FROM {{schema}}.workers w WHERE {_WANTS_WAKE_UPS}) THEN
+        RETURN false;
+    END IF;
+    PERFORM setval('{{schema}}.wake_gate', 0);
+    RETURN true;
+END
+$$;
+
+CREATE FUNCTION {{schema}}.close_wake_gate_after_update() RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER {FIXED_SEARCH_PATH} AS $$
+BEGIN
+    PERFORM {{schema}}.close_wake_gate();
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER wake_gate_open_on_insert AFTER INSERT ON {{schema}}.workers
+FOR EACH ROW WHEN (NEW.waiting_since IS NOT NULL OR NOT NEW.announces_waiting)
+EXECUTE FUNCTION {{schema}}.open_wake_gate();
+
+CREATE TRIGGER wake_gate_open_on_update AFTER UPDATE ON {{schema}}.workers
+FOR EACH ROW WHEN (
+    NEW.stopped_at IS NULL AND (NEW.waiting_since IS NOT NULL OR NOT NEW.announces_waiting)
+    AND (OLD.stopped_at IS NOT NULL
+         OR (OLD.waiting_since IS NULL AND OLD.announces_waiting)
+         OR NEW.last_heartbeat_at - OLD.last_heartbeat_at
+            > make_interval(secs => greatest(3 * NEW.heartbeat_interval, 30) / 2)))
+EXECUTE FUNCTION {{schema}}.open_wake_gate();
+
+CREATE TRIGGER wake_gate_close_on_update AFTER UPDATE ON {{schema}}.workers
+FOR EACH ROW WHEN (
+    OLD.stopped_at IS NULL AND (OLD.waiting_since IS NOT NULL OR NOT OLD.announces_waiting)
+    AND (NEW.stopped_at IS NOT NULL OR (NEW.waiting_since IS NULL AND NEW.announces_waiting)))
+EXECUTE FUNCTION {{schema}}.close_wake_gate_after_update();
+
+-- after the triggers: a worker announcing meanwhile waits for them, then opens the gate
+SELECT setval('{{schema}}.wake_gate', CASE WHEN EXISTS (
+    SELECT FROM {{schema}}.workers w WHERE {_WANTS_WAKE_UPS}) THEN 1 ELSE 0 END);
+"""
+"""The wake gate: a one-bit summary of ``wake_wanted()`` that enqueues read for ~1 us.
+
+Calling ``wake_wanted()`` cost every enqueue of a due job ~18 us of server time (a
+PL/pgSQL call with its own snapshot, executor start and ``SET search_path``; measured with
+pg_stat_statements on PostgreSQL 15: the enqueue statement 47 us against 29 us for the same
+statement without it), 10-13% of the enqueue rate of 8 web processes on 2 cores, paid
+even while nobody waits: when every worker is busy or none runs, the case the design is
+for. Now an enqueue first reads the sequence ``wake_gate`` with ``pg_sequence_last_value``
+(not MVCC: the latest value, whatever the snapshot) and calls ``wake_wanted()`` only when
+it is not 0. The gate is 1 whenever some live worker might want a wake-up:
+
+- opened (set to 1) by a trigger whenever a ``workers`` row starts wanting wake-ups: a
+  worker announces ``waiting_since``, a worker of an earlier release (which never
+  announces) registers, or a wanting worker heartbeats again after a gap (it may have
+  been taken for lost meanwhile). The trigger sets it before the announcing transaction
+  commits, so the handshake of ``pgtaskq.worker.waiting`` holds as before: a producer that
+  read 0 did so before the announcement committed, after its own INSERT, so the worker
+  sees its transaction in progress, or its job, when it claims again;
+- closed (set to 0) by ``close_wake_gate()`` only when, under the same advisory lock as the
+  opening and with a snapshot taken after it, no live worker wants wake-ups: when a worker
+  withdraws or stops (a trigger), and at every rescuer pass (a worker that crashed while
+  waiting stops counting once its heartbeat is stale). A close that found nobody can
+  therefore not overwrite an opening it did not see: the opening took the lock before it
+  or after it.
+
+Both functions are ``SECURITY DEFINER`` (the schema owner's ``setval``) and everybody may
+read the gate (one bit: "a worker may be waiting"), so no role needs a new grant. A
+sequence, not a row: a row would need the snapshot, and so the function call, that this
+avoids. Producers of the previous release call ``wake_wanted()`` directly, as before."""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11]
 """``MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``; the last index + 1 is current."""
 
 LATEST_VERSION = len(MIGRATIONS)
@@ -607,9 +706,17 @@ UNINSTALL_V10 = """
 DROP INDEX IF EXISTS {schema}.workers_live;
 """
 
+UNINSTALL_V11 = """
+DROP FUNCTION IF EXISTS {schema}.open_wake_gate(),
+    {schema}.close_wake_gate_after_update() CASCADE;
+DROP FUNCTION IF EXISTS {schema}.close_wake_gate();
+DROP SEQUENCE IF EXISTS {schema}.wake_gate;
+"""
+"""``CASCADE`` drops the triggers on ``workers`` with their functions."""
+
 UNINSTALLS: list[str] = [UNINSTALL_V1, UNINSTALL_V2, UNINSTALL_V3, UNINSTALL_V4,
                          UNINSTALL_V5, UNINSTALL_V6, UNINSTALL_V7, UNINSTALL_V8, UNINSTALL_V9,
-                         UNINSTALL_V10]
+                         UNINSTALL_V10, UNINSTALL_V11]
 """``UNINSTALLS[i]`` drops what ``MIGRATIONS[i]`` created. Uninstall runs those of the
 versions the install record holds, newest first, and nothing else: a schema where pgtaskq
 was never installed keeps its tables, even ones named ``jobs``."""

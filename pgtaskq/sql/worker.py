@@ -412,6 +412,13 @@ UPDATE {schema}.workers SET stopped_at = now(), busy_slots = 0, last_heartbeat_a
 WHERE id = %(worker_id)s
 """
 
+CLOSE_WAKE_GATE = """
+SELECT {schema}.close_wake_gate()
+"""
+"""Close the wake gate if no live worker wants wake-ups (schema version 11). Withdrawing and
+stopping close it by a trigger; the rescuer's pass closes it after a worker that crashed
+while waiting, whose row still says it waits, has gone stale."""
+
 FORGET_OLD_WORKERS = """
 DELETE FROM {schema}.workers
 WHERE last_heartbeat_at < now() - make_interval(secs => %(older_than)s::double precision)

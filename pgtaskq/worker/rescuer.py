@@ -3,7 +3,8 @@
 A lease expires only when its worker stopped heartbeating (crashed, was SIGKILLed, lost
 its network for longer than the lease). Every live worker runs the rescuer; ``SKIP LOCKED``
 lets them share the work without coordination. It also forgets registry rows of workers
-gone for a day, so the workers table does not grow with every deploy.
+gone for a day, so the workers table does not grow with every deploy, and closes the wake
+gate that a worker which crashed while waiting left open (``close_wake_gate()``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Rescuer(PeriodicThread):
             if len(rows) < BATCH:
                 break
         self._db.execute(worker_sql.FORGET_OLD_WORKERS, {"older_than": FORGET_WORKERS_AFTER})
+        self._db.execute(worker_sql.CLOSE_WAKE_GATE)
 
 
 def _ids(ids: list[int]) -> str:

@@ -11,6 +11,9 @@ The schema's owner (the role that ran ``install``) keeps the DDL; other roles ge
 - **reader** (``stats``, ``jobs``, ``show``, ``check``, dashboards): ``SELECT`` only.
 
 Every kind may also read ``schema_version``, which ``upgrade`` and start-up checks read.
+Nothing here covers the wake gate (schema version 11): every role may read that sequence,
+one bit saying whether a worker may be waiting, and only ``SECURITY DEFINER`` functions
+of the schema's owner write it, so upgrading to it needs no new grant.
 One table of privileges serves ``pgtaskq grant`` and the worker's start-up check, which
 refuses to start with one line naming the first missing privilege.
 """

@@ -25,6 +25,13 @@ The handshake, which loses no wake-up:
 
 Poll-only workers, and workers whose LISTEN connection is down, never announce (nothing
 would reach them); they are never woken, as before, and poll.
+
+Since schema version 11, producers call ``wake_wanted()`` only while the *wake gate* is
+open, a sequence that triggers on ``workers`` open when a row starts wanting wake-ups
+(before the announcing transaction commits, so the handshake above is unchanged) and that
+``close_wake_gate()`` closes only when no live worker wants any: withdrawing and stopping
+close it by trigger, the rescuer after a crashed waiter (``pgtaskq.sql.migrations.V11``).
+Nothing here calls it: the announcement's UPDATE is what opens the gate.
 """
 
 from __future__ import annotations

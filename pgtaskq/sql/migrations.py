@@ -627,7 +627,10 @@ it is not 0. The gate is 1 whenever some live worker might want a wake-up:
 Both functions are ``SECURITY DEFINER`` (the schema owner's ``setval``) and everybody may
 read the gate (one bit: "a worker may be waiting"), so no role needs a new grant. A
 sequence, not a row: a row would need the snapshot, and so the function call, that this
-avoids. Producers of the previous release call ``wake_wanted()`` directly, as before."""
+avoids. Producers of the previous release call ``wake_wanted()`` directly, as before.
+Enqueues in REPEATABLE READ: ``wake_wanted()`` says yes to them (their snapshot may predate
+an announcement), but the gate is read after their INSERT and without a snapshot, so while
+it is closed they skip the call by the same handshake as READ COMMITTED."""
 
 MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11]
 """``MIGRATIONS[i]`` upgrades version ``i`` to ``i + 1``; the last index + 1 is current."""

@@ -48,9 +48,11 @@ def _enqueue(ctx: Context) -> tuple[Table | None, dict]:
     """bench_enqueue.py keeps its own section of RESULTS.md (the Enqueue table)."""
     from benchmarks import bench_enqueue
 
-    # A quick look prints its table but leaves the recorded Enqueue section alone.
-    args = ["--rounds", "1", "--seconds", "2", "--jobs", "20000"] if ctx.quick \
-        else ["--update-results"]
+    # A quick look prints its table but leaves the recorded Enqueue section alone, as
+    # --no-write does.
+    args = ["--rounds", "1", "--seconds", "2", "--jobs", "20000"] if ctx.quick else []
+    if ctx.write and not ctx.quick:
+        args.append("--update-results")
     if bench_enqueue.main(args) != 0:
         raise BenchError("bench_enqueue failed")
     return None, {}
@@ -123,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         print("note: no Redis answered at $REDIS_URL: the Redis peers (celery, rq, dramatiq, "
               "huey) are skipped", file=sys.stderr)
     ctx = Context(server, redis, args.quick, args.repeat or (1 if args.quick else 3),
-                  Path(tempfile.mkdtemp(prefix="pgtaskq-bench-")), args.duration)
+                  Path(tempfile.mkdtemp(prefix="pgtaskq-bench-")), args.duration,
+                  write=not args.no_write)
     names = args.scenario or list(SCENARIOS)
     if not args.no_write:
         common.write_section("bench:intro", INTRO)

@@ -249,6 +249,8 @@ class Context:
     workdir: Path
     duration: float | None = None
     """Seconds of steady load for the soaks (None: the scenario's default)."""
+    write: bool = True
+    """False with ``--no-write``: scenarios that keep their own section leave it alone."""
 
 
 def _systems(ctx: Context, names: list[str]) -> tuple[list[System], list[str]]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Sequence
 
 import psycopg
 import pytest
 from pgbouncer_server import PgBouncer, running
+from psycopg import conninfo, sql
 from worker_helpers import TESTS, create_runs_table
 
 from pgtaskq import TaskQueue
@@ -28,3 +30,39 @@ def pgbouncer(pgtaskq_dsn: str) -> Iterator[PgBouncer]:
 def runs_table(db: psycopg.Connection, tq: TaskQueue) -> None:
     """The test apps' ``test_runs`` table, where their tasks record each run."""
     create_runs_table(db, tq.schema)
+
+
+@pytest.fixture
+def private_dsn(pgtaskq_dsn: str) -> Iterator[str]:
+    """A database of its own on the test server, dropped afterwards, for tests that need
+    VACUUM to remove what they made dead: it keeps every row that a snapshot of another
+    session of the same database might still see, and on a shared server (other suites,
+    an idle psql, a hung client) such a snapshot can stay for minutes. Snapshots of
+    sessions in other databases do not hold back a table's VACUUM."""
+    name = f"pgtaskq_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pgtaskq_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield conninfo.make_conninfo(pgtaskq_dsn, dbname=name)
+    finally:
+        with psycopg.connect(pgtaskq_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+@pytest.fixture
+def private_tq(private_dsn: str, schema_name: str) -> Iterator[TaskQueue]:
+    """``tq`` in a database of its own (``private_dsn``); its database goes with it."""
+    queue = TaskQueue(private_dsn, schema=schema_name, pool_max_size=4)
+    queue.install()
+    try:
+        yield queue
+    finally:
+        queue.close()
+
+
+@pytest.fixture
+def private_db(private_dsn: str) -> Iterator[psycopg.Connection]:
+    """``db`` on the database of ``private_dsn``."""
+    with psycopg.connect(private_dsn, autocommit=True) as conn:
+        yield conn

@@ -72,12 +72,14 @@ def test_next_deferred_lookup_is_bounded_with_many_distinct_priorities(tq, db):
     assert walk is not None and walk["Actual Rows"] <= 300
 
 
-def test_claim_does_not_walk_deferred_jobs_of_higher_priority(tq, db):
+def test_claim_does_not_walk_deferred_jobs_of_higher_priority(private_tq, private_db):
     """jobs_ready is (priority DESC, run_at, id): the claim's run_at <= now() is no range
     condition when deferred jobs sit at a higher priority than the runnable ones, so every
     claim walked all of them (203 ms per claim with 1M jobs at priority 5 due tomorrow on
     PostgreSQL 15; a strict xfail there until issue 12). A worker's sweep now parks them
-    out of jobs_ready (pgtaskq.worker.parker); run here as the parker thread runs it."""
+    out of jobs_ready (pgtaskq.worker.parker); run here as the parker thread runs it.
+    In a database of its own: the VACUUM must not be held back by other sessions."""
+    tq, db = private_tq, private_db
     db.execute(f'INSERT INTO "{tq.schema}".jobs (queue, task, max_attempts, priority, run_at) '
                "SELECT 'default', 't', 1, 5, now() + interval '1 day' "
                "FROM generate_series(1, 100000)")

@@ -19,7 +19,7 @@ from pgtaskq import defaults
 from pgtaskq.cli import cli
 from pgtaskq.sql import registry as registry_sql
 from pgtaskq.sql import render
-from pgtaskq.testing import wait_until
+from pgtaskq.testing import WorkerProcess, wait_until
 
 APP = "apps.poison_app:tq"  # registers "plain", not "typo"
 OTHER_APP = "apps.basic:tq"  # registers neither
@@ -59,24 +59,31 @@ def sweep(db, tq) -> int:
 
 
 def test_unknown_task_jobs_are_parked_and_no_longer_walked_by_the_claim(
-        tq, db, worker_process):
+        private_tq, private_db, private_dsn, worker_pythonpath):
     """20,000 jobs of a task no worker registers, at a higher priority than the runnable
     ones: every claim walked them all. A running worker parks them, they stay queued and
-    visible, and the claim's index scan reads a handful of pages again."""
+    visible, and the claim's index scan reads a handful of pages again. In a database of
+    its own: the VACUUM must not be held back by other sessions' snapshots."""
+    tq, db = private_tq, private_db
     insert_many(db, tq, "typo", 20_000, priority=5)
     plain = tq.enqueue_many("plain", [{"args": [n]} for n in range(5)])
     before = claim_blocks(db, tq, ["plain"])
-    worker = worker_process(APP, "--concurrency", "2", *FAST)
-    worker.wait_ready()
-    wait_until(lambda: all(tq.get_job(i).status == "succeeded" for i in plain), 60,
-               what="the runnable jobs to run")
-    wait_until(lambda: parked(db, tq, "typo") == 20_000, 60, what="the typo'd jobs parked")
-    tq.enqueue_many("plain", [{"args": [n]} for n in range(5)])
-    worker.stop()
+    worker = WorkerProcess(APP, private_dsn, tq.schema, ["--concurrency", "2", *FAST],
+                           pythonpath=worker_pythonpath)
+    try:
+        worker.wait_ready()
+        wait_until(lambda: all(tq.get_job(i).status == "succeeded" for i in plain), 60,
+                   what="the runnable jobs to run")
+        wait_until(lambda: parked(db, tq, "typo") == 20_000, 60, what="the typo'd jobs parked")
+        tq.enqueue_many("plain", [{"args": [n]} for n in range(5)])
+        worker.stop()
+        output = worker.output()
+    finally:
+        worker.close()
     assert before > 200, before
-    # The parked rows' old index entries go with the VACUUM the parker asks for; on a
-    # shared test server other sessions' snapshots may keep them a while (and autovacuum
-    # is off there), so vacuum again until they are gone, as autovacuum would.
+    # The parked rows' old index entries go with the VACUUM the parker asks for; the
+    # worker's own last snapshots may keep them a moment (and autovacuum is off on the
+    # shared test server), so vacuum again until they are gone, as autovacuum would.
     def cheap_claim() -> bool:
         db.execute(f'VACUUM (ANALYZE) "{tq.schema}".jobs')
         return claim_blocks(db, tq, ["plain"], analyze=False) < 50
@@ -84,7 +91,7 @@ def test_unknown_task_jobs_are_parked_and_no_longer_walked_by_the_claim(
     wait_until(cheap_claim, 60, interval=0.5, what="a cheap claim")
     queued = tq.list_jobs(status="queued", task="typo", limit=3)
     assert [j.status for j in queued] == ["queued"] * 3
-    assert "parked 20000 jobs of task 'typo'" in worker.output()
+    assert "parked 20000 jobs of task 'typo'" in output
 
 
 def test_a_parked_job_runs_as_soon_as_a_worker_that_knows_its_task_starts(

@@ -6,6 +6,13 @@ swaps the DSN's host and port and talks to the same database through the pooler.
 is deliberately small (2 server connections per database and user): consecutive
 statements of one client then land on different server sessions, which is what breaks
 named prepared statements, session advisory locks and LISTEN in production.
+
+PgBouncer logs every login and disconnection to its log file and, when it runs in the
+foreground as here, to stderr as well, and it writes them with blocking writes from its one
+thread. Its stderr therefore goes to a file, never to a pipe nobody reads: once the pipe's
+64 KiB were full (about 250 client connections), PgBouncer stopped in ``write(2)`` and every
+client through it waited for ever, including one holding pgtaskq's install lock, whose
+result never came back (test_the_pooler_answers_after_more_log_than_a_pipe_holds).
 """
 
 from __future__ import annotations
@@ -71,6 +78,7 @@ default_pool_size = {pool_size}
 max_client_conn = 500
 server_reset_query =
 ignore_startup_parameters = extra_float_digits,options
+admin_users = pgbouncer
 logfile = {self.directory}/pgbouncer.log
 pidfile = {self.directory}/pgbouncer.pid
 """)
@@ -78,8 +86,8 @@ pidfile = {self.directory}/pgbouncer.pid
         argv = [exe, str(config)]
         if os.geteuid() == 0:  # pgbouncer refuses to run as root
             argv[1:1] = ["-u", _unprivileged_user(params.get("host", ""))]
-        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE)
+        with open(self.directory / "stderr.log", "wb") as stderr:  # not a pipe: see above
+            self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
         self.server_dsn = server_dsn
         self._wait_ready()
 
@@ -92,7 +100,7 @@ pidfile = {self.directory}/pgbouncer.pid
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                err = (self.directory / "stderr.log").read_text(errors="replace")
                 pytest.fail(f"pgbouncer exited with {self.process.returncode}: {err}\n"
                             f"{self.log()}")
             try:
@@ -102,6 +110,16 @@ pidfile = {self.directory}/pgbouncer.pid
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+
+    def show(self, what: str) -> list[dict[str, object]]:
+        """``SHOW POOLS``, ``CLIENTS``, ``SERVERS``...: the admin console's rows, to say in
+        a failing test what the pooler was doing."""
+        with psycopg.connect(host="127.0.0.1", port=self.port, dbname="pgbouncer",
+                             user="pgbouncer", autocommit=True, prepare_threshold=None,
+                             connect_timeout=5) as admin:
+            cursor = admin.execute(f"SHOW {what}", prepare=False)
+            names = [column.name for column in cursor.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def log(self) -> str:
         path = self.directory / "pgbouncer.log"
@@ -115,8 +133,6 @@ pidfile = {self.directory}/pgbouncer.pid
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
-        if self.process.stderr:
-            self.process.stderr.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 

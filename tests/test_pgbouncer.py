@@ -9,6 +9,7 @@ package these tests are skipped with one line saying how to get it.
 from __future__ import annotations
 
 import threading
+import time
 
 import pgbouncer_server
 import psycopg
@@ -114,14 +115,11 @@ def test_worker_poll_only_through_pgbouncer(worker_via, tq, db):
     assert "failed" not in output, output
 
 
-def test_worker_and_producer_find_the_pooler_by_themselves(tq, db, pgtaskq_dsn, caplog):
+def test_worker_and_producer_find_the_pooler_by_themselves(bouncer_dsn, tq, db, caplog):
     """Nothing configured (no PGTASKQ_PREPARE=0, no --no-prepare): psycopg prepared the
     worker's statements after 5 executions as ``_pg3_N``, which collided on the pooled
-    server sessions. Both sides now notice the pooler on connecting and never prepare.
-    (A PgBouncer of its own: the statements of no other test share its sessions.)"""
+    server sessions. Both sides now notice the pooler on connecting and never prepare."""
     create_runs_table(db, tq.schema)
-    bouncer = pgbouncer_server.PgBouncer(pgtaskq_dsn)
-    bouncer_dsn = bouncer.dsn(pgtaskq_dsn)
     worker = WorkerProcess("apps.basic:tq", bouncer_dsn, tq.schema,
                            ["--poll-only", *FAST, "--poll-interval", "0.05"],
                            pythonpath=[TESTS])
@@ -142,7 +140,6 @@ def test_worker_and_producer_find_the_pooler_by_themselves(tq, db, pgtaskq_dsn, 
     finally:
         producer.close()
         worker.close()
-        bouncer.stop()
     direct = TaskQueue(tq.conninfo, schema=tq.schema, pool_max_size=1)
     try:
         direct.enqueue("noop")
@@ -191,10 +188,33 @@ def test_stats_check_jobs_through_pgbouncer(bouncer_dsn, tq):
             assert "prepared statement" not in result.output, result.output
 
 
-def test_concurrent_install_and_upgrade_leave_no_lock(bouncer_dsn, schema_name, db,
+def test_the_pooler_answers_after_more_log_than_a_pipe_holds(pgtaskq_dsn):
+    """PgBouncer logs each login and disconnection to stderr too, which was a pipe nobody
+    read: after about 250 client connections (64 KiB) it stopped in ``write(2)`` for good,
+    and with it every client, one of them holding the install lock in the middle of
+    test_concurrent_install_and_upgrade_leave_no_lock. (A PgBouncer of its own, so that
+    a harness that freezes it again fails here, not in the tests after this one.)"""
+    bouncer = pgbouncer_server.PgBouncer(pgtaskq_dsn)
+    log = bouncer.directory / "pgbouncer.log"
+    try:
+        clients = 0
+        while log.stat().st_size < 2 * 65536:  # twice what a Linux pipe holds
+            with psycopg.connect(bouncer.dsn(), connect_timeout=5) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+            clients += 1
+        assert clients > 250
+    finally:
+        bouncer.stop()
+
+
+def test_concurrent_install_and_upgrade_leave_no_lock(pgbouncer, bouncer_dsn, schema_name, db,
                                                      pgtaskq_dsn):
     """Every replica of an app may run ``install`` at boot through the pooler: the install
-    lock is transaction-scoped, so it never stays on a pooled session for another client."""
+    lock is transaction-scoped, so it never stays on a pooled session for another client.
+
+    When this hung (a frozen pooler: test_the_pooler_answers_after_more_log_than_a_pipe_holds),
+    pytest-timeout's exception went on to wait for the install lock in the uninstall below,
+    for ever; now both waits have a deadline and the failure shows the sessions."""
     errors: list[BaseException] = []
 
     def install() -> None:
@@ -206,12 +226,16 @@ def test_concurrent_install_and_upgrade_leave_no_lock(bouncer_dsn, schema_name, 
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=install) for _ in range(4)]
+    threads = [threading.Thread(target=install, daemon=True) for _ in range(4)]
     try:
         for thread in threads:
             thread.start()
+        deadline = time.monotonic() + 60
         for thread in threads:
-            thread.join(60)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in threads):
+            pytest.fail("install through the pooler did not finish within 60s\n"
+                        + _sessions(db, pgbouncer))
         assert not errors, errors
         held = db.execute(  # the install lock of this schema (other tests' locks differ)
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 "
@@ -225,4 +249,22 @@ def test_concurrent_install_and_upgrade_leave_no_lock(bouncer_dsn, schema_name, 
                                           "--no-prepare", "upgrade"])
         assert result.exit_code == 0, result.output
     finally:
-        TaskQueue(pgtaskq_dsn, schema=schema_name).uninstall()
+        TaskQueue(pgtaskq_dsn, schema=schema_name,
+                  connect_kwargs={"options": "-c lock_timeout=10s"}).uninstall()
+
+
+def _sessions(db: psycopg.Connection, bouncer: pgbouncer_server.PgBouncer) -> str:
+    """What PostgreSQL's sessions and the pooler's clients and servers were doing."""
+    rows = db.execute(
+        "SELECT pid, application_name, state, wait_event_type, wait_event, "
+        "left(query, 80) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchall()
+    lines = ["pg_stat_activity:", *map(str, rows)]
+    try:
+        for what in ("CLIENTS", "SERVERS"):
+            lines += [f"SHOW {what}:", *(str({key: row[key] for key in (
+                "state", "port", "link", "ptr", "remote_pid", "wait")})
+                for row in bouncer.show(what))]
+    except psycopg.Error as exc:
+        lines.append(f"the pooler's admin console does not answer either: {exc}")
+    return "\n".join(lines)

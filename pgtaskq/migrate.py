@@ -5,6 +5,11 @@ on the schema name, so any number of processes may run ``install`` at the same m
 every replica of a web app at boot): the first applies the migrations, the others wait for
 it and then find nothing left to do. PostgreSQL's transactional DDL means a failed
 migration leaves the previous version intact.
+
+The others wait as long as the migration runs, however long that is, but not for a client
+that stopped talking while it held the lock: the transaction sets its own
+``idle_in_transaction_session_timeout`` (``defaults.MIGRATION_IDLE_TIMEOUT``), so the server
+ends a silent one and releases the lock for the next installer.
 """
 
 from __future__ import annotations
@@ -17,6 +22,18 @@ from pgtaskq import defaults
 from pgtaskq._version import __version__
 from pgtaskq.errors import SchemaNotInstalledError, SchemaVersionError
 from pgtaskq.sql import migrations, render
+
+IDLE_TIMEOUT = """
+SELECT pg_catalog.set_config('idle_in_transaction_session_timeout', %(milliseconds)s, true)
+"""
+"""For this transaction only (``true``: like SET LOCAL, which takes no parameters)."""
+
+
+def _take_install_lock(conn: psycopg.Connection, schema: str) -> None:
+    """In the migration's transaction: bound its idle time, then wait for the lock."""
+    milliseconds = max(1, round(defaults.MIGRATION_IDLE_TIMEOUT * 1000))
+    conn.execute(IDLE_TIMEOUT, {"milliseconds": str(milliseconds)})
+    conn.execute(render(schema, migrations.INSTALL_LOCK), {"schema": schema})
 
 
 def installed_version(conn: psycopg.Connection, schema: str) -> int:
@@ -41,7 +58,7 @@ def upgrade(conn: psycopg.Connection, schema: str, target: int | None = None) ->
     if not 0 <= target <= migrations.LATEST_VERSION:
         raise ValueError(f"unknown schema version {target}")
     with conn.transaction():
-        conn.execute(render(schema, migrations.INSTALL_LOCK), {"schema": schema})
+        _take_install_lock(conn, schema)
         exists = conn.execute(render(schema, migrations.SCHEMA_EXISTS), {"schema": schema})
         created_schema = not exists.fetchone()[0]  # type: ignore[index]
         if created_schema:
@@ -90,7 +107,7 @@ def uninstall(conn: psycopg.Connection, schema: str) -> bool:
     only when pgtaskq created it and nothing else lives in it.
     """
     with conn.transaction():
-        conn.execute(render(schema, migrations.INSTALL_LOCK), {"schema": schema})
+        _take_install_lock(conn, schema)
         version = installed_version(conn, schema)
         if version == 0:
             return False

@@ -178,6 +178,52 @@ def test_concurrent_install_from_four_processes(
     assert version_rows(db, name) == list(range(1, LATEST_VERSION + 1))
 
 
+FROZEN_INSTALLER = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    import psycopg
+    from pgtaskq import defaults, migrate
+
+    dsn, name, locked, idle_timeout = sys.argv[1:]
+    defaults.MIGRATION_IDLE_TIMEOUT = float(idle_timeout)
+
+    class FreezesHoldingTheLock(psycopg.Connection):
+        def execute(self, query, params=None, **kwargs):
+            cursor = super().execute(query, params, **kwargs)
+            if "pg_advisory_xact_lock" in str(query):
+                Path(locked).touch()
+                os.kill(os.getpid(), signal.SIGSTOP)  # a stopped process, say
+            return cursor
+
+    with FreezesHoldingTheLock.connect(dsn, autocommit=True) as conn:
+        migrate.upgrade(conn, name)
+""")
+
+
+def test_an_installer_frozen_holding_the_lock_does_not_block_the_others(
+    pgtaskq_dsn: str, new_schema: NewSchema, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    """An installer that stopped talking while it held the install lock (a stopped
+    process, a frozen pooler) kept every other install waiting for ever: its session sat
+    'idle in transaction' with the lock. The server now ends that transaction after
+    MIGRATION_IDLE_TIMEOUT of silence and the next installer goes on."""
+    name = new_schema()
+    locked = tmp_path / "locked"
+    frozen = subprocess.Popen(
+        [sys.executable, "-c", FROZEN_INSTALLER, pgtaskq_dsn, name, str(locked), "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_until(locked.exists, 30, what="the frozen installer took the lock")
+        with psycopg.connect(pgtaskq_dsn, autocommit=True,
+                             options="-c lock_timeout=10s") as other:
+            assert migrate.upgrade(other, name) == (0, LATEST_VERSION)
+        assert version_rows(db, name) == list(range(1, LATEST_VERSION + 1))
+    finally:
+        frozen.kill()
+        frozen.communicate(timeout=30)
+
+
 def test_install_into_a_schema_with_user_tables(
     pgtaskq_dsn: str, new_schema: NewSchema, db: psycopg.Connection
 ) -> None:

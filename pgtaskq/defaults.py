@@ -36,14 +36,6 @@ POOL_TIMEOUT = 5.0
 """Longest ``enqueue()`` (and every call on the TaskQueue's own pool) waits for a database
 connection before raising ``DatabaseUnavailableError``."""
 
-MIGRATION_IDLE_TIMEOUT = 60.0
-"""Longest a schema migration's transaction (``install``, ``upgrade``, ``uninstall``) may
-sit idle on the server, waiting for its client's next statement, before PostgreSQL ends it
-(``idle_in_transaction_session_timeout``, for that transaction only). A client that froze
-while holding the install lock (a stopped process, a stuck pooler, a network partition)
-would otherwise keep every other installer waiting, and its locks on the tables blocking
-the queue, for ever; a live client sends its next statement within milliseconds."""
-
 PRODUCER_APPLICATION_NAME = "pgtaskq producer"
 """``application_name`` of the TaskQueue's own pool (``pg_stat_activity``), unless the DSN
 or ``connect_kwargs`` set one."""

@@ -8,8 +8,8 @@ migration leaves the previous version intact.
 
 The others wait as long as the migration runs, however long that is, but not for a client
 that stopped talking while it held the lock: the transaction sets its own
-``idle_in_transaction_session_timeout`` (``defaults.MIGRATION_IDLE_TIMEOUT``), so the server
-ends a silent one and releases the lock for the next installer.
+``idle_in_transaction_session_timeout`` (``MIGRATION_IDLE_TIMEOUT``), so the server ends a
+silent one and releases the lock for the next installer.
 """
 
 from __future__ import annotations
@@ -23,6 +23,14 @@ from pgtaskq._version import __version__
 from pgtaskq.errors import SchemaNotInstalledError, SchemaVersionError
 from pgtaskq.sql import migrations, render
 
+MIGRATION_IDLE_TIMEOUT = 60.0
+"""Seconds a migration's transaction may sit idle on the server, waiting for its client's
+next statement, before PostgreSQL ends it. A client that froze while holding the install
+lock (a stopped process, a stuck pooler, a network partition) would otherwise keep every
+other installer waiting, and its locks on the tables blocking the queue, for ever; a live
+client sends its next statement within milliseconds. Fixed rather than a setting: no
+migration waits on its client for longer than that."""
+
 IDLE_TIMEOUT = """
 SELECT pg_catalog.set_config('idle_in_transaction_session_timeout', %(milliseconds)s, true)
 """
@@ -31,7 +39,7 @@ SELECT pg_catalog.set_config('idle_in_transaction_session_timeout', %(millisecon
 
 def _take_install_lock(conn: psycopg.Connection, schema: str) -> None:
     """In the migration's transaction: bound its idle time, then wait for the lock."""
-    milliseconds = max(1, round(defaults.MIGRATION_IDLE_TIMEOUT * 1000))
+    milliseconds = max(1, round(MIGRATION_IDLE_TIMEOUT * 1000))
     conn.execute(IDLE_TIMEOUT, {"milliseconds": str(milliseconds)})
     conn.execute(render(schema, migrations.INSTALL_LOCK), {"schema": schema})
 

@@ -182,10 +182,10 @@ FROZEN_INSTALLER = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
     import psycopg
-    from pgtaskq import defaults, migrate
+    from pgtaskq import migrate
 
     dsn, name, locked, idle_timeout = sys.argv[1:]
-    defaults.MIGRATION_IDLE_TIMEOUT = float(idle_timeout)
+    migrate.MIGRATION_IDLE_TIMEOUT = float(idle_timeout)
 
     class FreezesHoldingTheLock(psycopg.Connection):
         def execute(self, query, params=None, **kwargs):

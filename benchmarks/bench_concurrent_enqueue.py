@@ -232,9 +232,6 @@ def run(server: str, *, rounds: int, seconds: float, ks: tuple[int, ...] = KS,
 
         bouncer = PgBouncer(dsn, pool_size=BOUNCER_POOL)
         bouncer_dsn = bouncer.dsn(dsn)
-        # it logs every connection to stderr too: a full pipe would stall it
-        stderr = bouncer.process.stderr
-        threading.Thread(target=lambda: stderr and stderr.read(), daemon=True).start()
     except BaseException as exc:  # pytest.skip when pgbouncer is not installed
         notes.append(f"no PgBouncer figure: {exc}")
     variants = [PGTASKQ, WAITING, NO_WAKE, BARE, BARE_NOTIFY, BARE_AFTER]

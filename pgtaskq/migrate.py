@@ -31,16 +31,11 @@ other installer waiting, and its locks on the tables blocking the queue, for eve
 client sends its next statement within milliseconds. Fixed rather than a setting: no
 migration waits on its client for longer than that."""
 
-IDLE_TIMEOUT = """
-SELECT pg_catalog.set_config('idle_in_transaction_session_timeout', %(milliseconds)s, true)
-"""
-"""For this transaction only (``true``: like SET LOCAL, which takes no parameters)."""
-
 
 def _take_install_lock(conn: psycopg.Connection, schema: str) -> None:
     """In the migration's transaction: bound its idle time, then wait for the lock."""
     milliseconds = max(1, round(MIGRATION_IDLE_TIMEOUT * 1000))
-    conn.execute(IDLE_TIMEOUT, {"milliseconds": str(milliseconds)})
+    conn.execute(render(schema, migrations.IDLE_TIMEOUT), {"milliseconds": str(milliseconds)})
     conn.execute(render(schema, migrations.INSTALL_LOCK), {"schema": schema})
 
 

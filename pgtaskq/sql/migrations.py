@@ -637,6 +637,12 @@ MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11]
 
 LATEST_VERSION = len(MIGRATIONS)
 
+IDLE_TIMEOUT = """
+SELECT set_config('idle_in_transaction_session_timeout', %(milliseconds)s, true)
+"""
+"""Bounds a migration's idle time, for its transaction only (``true``: like SET LOCAL,
+which takes no parameters); ``pgtaskq.migrate.MIGRATION_IDLE_TIMEOUT`` says why."""
+
 INSTALL_LOCK = """
 SELECT pg_advisory_xact_lock(hashtext('pgtaskq.install'), hashtext(%(schema)s))
 """

@@ -9,18 +9,24 @@ migration leaves the previous version intact.
 The others wait as long as the migration runs, however long that is, but not for a client
 that stopped talking while it held the lock: the transaction sets its own
 ``idle_in_transaction_session_timeout`` (``MIGRATION_IDLE_TIMEOUT``), so the server ends a
-silent one and releases the lock for the next installer.
+silent one and releases the lock for the next installer. Once it holds that lock, a
+migration waits for the locks on pgtaskq's tables at most ``MIGRATION_LOCK_TIMEOUT`` per
+try: behind a long transaction it gives way and tries again, instead of holding up every
+enqueue and claim queued behind its DDL.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import psycopg
 
 from pgtaskq import defaults
 from pgtaskq._version import __version__
-from pgtaskq.errors import SchemaNotInstalledError, SchemaVersionError
+from pgtaskq.errors import PgtaskqError, SchemaNotInstalledError, SchemaVersionError
 from pgtaskq.sql import migrations, render
 
 MIGRATION_IDLE_TIMEOUT = 60.0
@@ -32,11 +38,61 @@ client sends its next statement within milliseconds. Fixed rather than a setting
 migration waits on its client for longer than that."""
 
 
+MIGRATION_LOCK_TIMEOUT = 2.0
+"""Seconds one try of a migration waits for a lock on pgtaskq's tables before it gives way.
+DDL such as ``CREATE TRIGGER ... ON workers`` or ``ALTER TABLE jobs`` waits behind any
+transaction that touched the table, and while it waits, PostgreSQL queues every later
+enqueue, claim and heartbeat behind it: one long report query on ``jobs`` during
+``pgtaskq upgrade`` would stall the whole queue for as long as it runs. So a try waits at
+most this long, rolls back (the queue runs on meanwhile) and tries again."""
+
+MIGRATION_LOCK_PATIENCE = 600.0
+"""Seconds of such tries, retried with a growing pause, before ``upgrade`` or
+``uninstall`` gives up with an error naming the cause."""
+
+log = logging.getLogger("pgtaskq.migrate")
+
+T = TypeVar("T")
+
+
 def _take_install_lock(conn: psycopg.Connection, schema: str) -> None:
-    """In the migration's transaction: bound its idle time, then wait for the lock."""
-    milliseconds = max(1, round(MIGRATION_IDLE_TIMEOUT * 1000))
-    conn.execute(render(schema, migrations.IDLE_TIMEOUT), {"milliseconds": str(milliseconds)})
+    """In the migration's transaction: bound its idle time, wait for the install lock
+    (as long as the migration before it takes), then bound its waits for table locks."""
+    conn.execute(render(schema, migrations.IDLE_TIMEOUT),
+                 {"milliseconds": _milliseconds(MIGRATION_IDLE_TIMEOUT)})
     conn.execute(render(schema, migrations.INSTALL_LOCK), {"schema": schema})
+    conn.execute(render(schema, migrations.LOCK_TIMEOUT),
+                 {"milliseconds": _milliseconds(MIGRATION_LOCK_TIMEOUT)})
+
+
+def _milliseconds(seconds: float) -> str:
+    return str(max(1, round(seconds * 1000)))
+
+
+def _giving_way(schema: str, what: str, attempt: Callable[[], T]) -> T:
+    """``attempt()`` (one transaction), tried again after a pause whenever a lock it needs
+    was not free within ``MIGRATION_LOCK_TIMEOUT``, for ``MIGRATION_LOCK_PATIENCE``."""
+    deadline = time.monotonic() + MIGRATION_LOCK_PATIENCE
+    pause = 0.5
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return attempt()
+        except psycopg.errors.LockNotAvailable as exc:
+            if time.monotonic() + pause > deadline:
+                raise PgtaskqError(
+                    f"could not {what} schema {schema!r}: a lock it needs on pgtaskq's "
+                    f"tables stayed held by another transaction for "
+                    f"{MIGRATION_LOCK_PATIENCE:.0f} s ({tries} tries of "
+                    f"{MIGRATION_LOCK_TIMEOUT:g} s, the queue kept running in between); "
+                    "find it with pg_locks and pg_stat_activity, end it and run the "
+                    "command again") from exc
+            log.warning("%s of schema %r: a lock on its tables is held by another "
+                        "transaction; giving way and trying again in %.1f s", what, schema,
+                        pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 10.0)
 
 
 def installed_version(conn: psycopg.Connection, schema: str) -> int:
@@ -60,6 +116,10 @@ def upgrade(conn: psycopg.Connection, schema: str, target: int | None = None) ->
     target = migrations.LATEST_VERSION if target is None else target
     if not 0 <= target <= migrations.LATEST_VERSION:
         raise ValueError(f"unknown schema version {target}")
+    return _giving_way(schema, "upgrade", lambda: _upgrade_once(conn, schema, target))
+
+
+def _upgrade_once(conn: psycopg.Connection, schema: str, target: int) -> tuple[int, int]:
     with conn.transaction():
         _take_install_lock(conn, schema)
         exists = conn.execute(render(schema, migrations.SCHEMA_EXISTS), {"schema": schema})
@@ -109,6 +169,10 @@ def uninstall(conn: psycopg.Connection, schema: str) -> bool:
     all, even when it holds tables named ``jobs`` or ``workers``. The schema itself goes
     only when pgtaskq created it and nothing else lives in it.
     """
+    return _giving_way(schema, "uninstall", lambda: _uninstall_once(conn, schema))
+
+
+def _uninstall_once(conn: psycopg.Connection, schema: str) -> bool:
     with conn.transaction():
         _take_install_lock(conn, schema)
         version = installed_version(conn, schema)

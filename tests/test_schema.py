@@ -10,6 +10,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ import pytest
 from psycopg import sql
 
 from pgtaskq import SchemaNotInstalledError, TaskQueue, migrate
-from pgtaskq.errors import DatabaseUnavailableError, SchemaVersionError
+from pgtaskq.errors import DatabaseUnavailableError, PgtaskqError, SchemaVersionError
 from pgtaskq.sql.migrations import LATEST_VERSION, MIGRATIONS
 from pgtaskq.testing import wait_until
 
@@ -222,6 +224,63 @@ def test_an_installer_frozen_holding_the_lock_does_not_block_the_others(
     finally:
         frozen.kill()
         frozen.communicate(timeout=30)
+
+
+def test_an_upgrade_behind_a_long_transaction_gives_way_to_the_queue(
+    pgtaskq_dsn: str, new_schema: NewSchema, db: psycopg.Connection, conn: psycopg.Connection,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Version 11's CREATE TRIGGER on ``workers`` waits behind any transaction that wrote
+    to it, and PostgreSQL queues every later heartbeat behind that waiting DDL: one long
+    transaction during ``pgtaskq upgrade`` stalled every worker's heartbeat (and, for DDL
+    on ``jobs``, every enqueue and claim) until it ended. Each try now gives way after
+    MIGRATION_LOCK_TIMEOUT, and the upgrade goes through once the transaction ends."""
+    monkeypatch.setattr(migrate, "MIGRATION_LOCK_TIMEOUT", 0.3)
+    name = new_schema()
+    migrate.upgrade(conn, name, target=10)
+    workers = sql.SQL("{}.workers").format(sql.Identifier(name))
+    db.execute(sql.SQL("INSERT INTO {} (host, pid, concurrency, pgtaskq_version) "
+                       "VALUES ('w', 1, 1, 'x')").format(workers))
+    outcome: list[object] = []
+    upgrader = psycopg.connect(pgtaskq_dsn, autocommit=True,
+                               options="-c statement_timeout=20s")  # fails, never hangs
+    with upgrader, psycopg.connect(pgtaskq_dsn) as long_transaction:
+        long_transaction.execute(sql.SQL("UPDATE {} SET busy_slots = 1").format(workers))
+        upgrading = threading.Thread(
+            target=lambda: outcome.append(migrate.upgrade(upgrader, name)), daemon=True)
+        upgrading.start()
+        wait_until(lambda: "giving way" in caplog.text, 10, what="the upgrade gave way")
+        with psycopg.connect(pgtaskq_dsn, autocommit=True,
+                             options="-c statement_timeout=5s") as heartbeat:
+            for _ in range(5):  # whenever it beats, never stuck behind the DDL for long
+                started = time.monotonic()
+                heartbeat.execute(sql.SQL(
+                    "UPDATE {} SET last_heartbeat_at = now() WHERE pid = 2").format(workers))
+                assert time.monotonic() - started < 2.0
+                time.sleep(0.2)
+        assert outcome == []  # still waiting for the long transaction
+        long_transaction.rollback()
+        upgrading.join(30)
+    assert outcome == [(10, LATEST_VERSION)]
+    assert version_rows(db, name) == list(range(1, LATEST_VERSION + 1))
+
+
+def test_an_upgrade_gives_up_with_a_clear_error_when_the_lock_never_frees(
+    pgtaskq_dsn: str, new_schema: NewSchema, conn: psycopg.Connection,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(migrate, "MIGRATION_LOCK_TIMEOUT", 0.1)
+    monkeypatch.setattr(migrate, "MIGRATION_LOCK_PATIENCE", 1.0)
+    name = new_schema()
+    migrate.upgrade(conn, name, target=10)
+    with psycopg.connect(pgtaskq_dsn) as long_transaction, psycopg.connect(
+            pgtaskq_dsn, autocommit=True, options="-c statement_timeout=20s") as upgrader:
+        long_transaction.execute(sql.SQL("LOCK TABLE {}.workers IN ROW EXCLUSIVE MODE").format(
+            sql.Identifier(name)))
+        with pytest.raises(PgtaskqError, match=r"could not upgrade schema .*held by another "
+                                               r"transaction.*pg_locks"):
+            migrate.upgrade(upgrader, name)
+    assert migrate.installed_version(conn, name) == 10  # nothing half-done
 
 
 def test_install_into_a_schema_with_user_tables(

@@ -643,6 +643,12 @@ SELECT set_config('idle_in_transaction_session_timeout', %(milliseconds)s, true)
 """Bounds a migration's idle time, for its transaction only (``true``: like SET LOCAL,
 which takes no parameters); ``pgtaskq.migrate.MIGRATION_IDLE_TIMEOUT`` says why."""
 
+LOCK_TIMEOUT = """
+SELECT set_config('lock_timeout', %(milliseconds)s, true)
+"""
+"""Bounds each wait of a migration for a table lock, for its transaction only; set after
+``INSTALL_LOCK`` is held (``pgtaskq.migrate.MIGRATION_LOCK_TIMEOUT`` says why)."""
+
 INSTALL_LOCK = """
 SELECT pg_advisory_xact_lock(hashtext('pgtaskq.install'), hashtext(%(schema)s))
 """

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 import uuid
 
 import psycopg
 import pytest
 from psycopg import sql
 from test_wake_wanted import SLOW_POLL, add_worker, waiting_since
-from worker_helpers import FAST
+from worker_helpers import FAST, runs
 
 from pgtaskq import TaskQueue, migrate
 from pgtaskq.testing import wait_until
@@ -177,3 +178,39 @@ def test_no_close_overtakes_an_announcement(tq: TaskQueue, pgtaskq_dsn: str,
         thread.join(60)
     assert not failures, failures[:5]
     assert gate(db, tq.schema) == 0  # everybody withdrew: the last one closed it
+
+
+def test_bursty_producers_never_leave_a_job_for_the_poll(
+        tq: TaskQueue, db: psycopg.Connection, runs_table, worker_process) -> None:
+    """The guarantee the gate must keep, end to end: producers enqueue in bursts and
+    pauses while one worker flips between busy (gate closed, nobody notified) and idle
+    (announced, gate open). With the poll at 30 s, a wake-up lost at any flip would leave
+    a job queued until the poll: every job must start within seconds of its enqueue."""
+    worker = worker_process(APP, "-c", "1", "--prefetch", "0", *SLOW_POLL)
+    worker.wait_ready()
+    wait_until(lambda: waiting_since(db, tq.schema)[0] is not None, what="worker announced")
+    ids: list[int] = []
+    lock = threading.Lock()
+
+    def produce(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(40):
+            if rng.random() < 0.2:
+                made = tq.enqueue_many("record", [{"args": [n]} for n in range(rng.randint(2, 8))])
+            else:
+                made = [tq.enqueue("record", args=[seed])]
+            with lock:
+                ids.extend(made)
+            time.sleep(rng.choice((0, 0, 0.005, 0.02, 0.08, 0.25)))
+
+    producers = [threading.Thread(target=produce, args=(n,)) for n in range(3)]
+    for producer in producers:
+        producer.start()
+    for producer in producers:
+        producer.join(60)
+    wait_until(lambda: len(runs(db, tq.schema, "ran")) == len(ids), timeout=10,
+               what=f"all {len(ids)} jobs run (a lost wake-up waits for the 30 s poll)")
+    worst = db.execute(sql.SQL(
+        "SELECT max(started_at - created_at) FROM {}.job_history WHERE id = ANY(%s)").format(
+            sql.Identifier(tq.schema)), (ids,)).fetchone()[0]
+    assert worst.total_seconds() < 3.0, f"a job waited {worst} to start"

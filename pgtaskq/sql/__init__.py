@@ -2,8 +2,9 @@
 
 ``jobs`` (enqueue and the job API), ``queues`` (pause, resume), ``worker`` (claim,
 complete, heartbeat, rescue, hand back), ``registry`` (workers, their tasks, parking),
-``history`` (retention), ``cron``, ``stats``, ``metrics`` and ``dashboard`` (readers),
-``fragments`` (pieces several statements share) and ``migrations`` (the schema itself).
+``history`` (retention), ``cron``, ``stats``, ``metrics``, ``dashboard`` and ``admin``
+(readers), ``fragments`` (pieces several statements share) and ``migrations`` (the schema
+itself).
 A few statements are composed where they run, because their SQL is an identifier or a
 role rather than data: the worker's ``VACUUM`` (``pgtaskq.worker.vacuum``), ``LISTEN``
 (``pgtaskq.worker.listener``) and the grants (``pgtaskq.grants``); the OpenTelemetry

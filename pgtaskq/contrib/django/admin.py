@@ -1,9 +1,17 @@
 """Read-only admin pages of live and finished jobs, with retry and cancel as actions.
 
 Nothing is added, edited or deleted through the ORM: the actions call the queue's own
-``cancel`` and ``retry``, the statements workers and the CLI use. Filters are on columns
-with few values (status, queue, task); lists never show a full count (a million-row
-``count(*)`` on every page), and search is by exact id or task name.
+``cancel`` and ``retry``, the statements workers and the CLI use. Search is by exact id or
+task name.
+
+Every changelist page must cost what its 50 rows cost, whatever the size of the tables:
+
+- the filters' choices never come from ``SELECT DISTINCT`` over the table (Django's default
+  for a field, a sequential scan of every job on every page). Statuses are a fixed set;
+  task and queue names come from index probes and the registries
+  (:mod:`pgtaskq.sql.admin`), plus the tasks this project registers;
+- lists count at most ``COUNT_LIMIT + 1`` rows (Django counts the whole filtered table for
+  its paginator); past that the page says ``COUNT_LIMIT + 1`` and pages up to there.
 """
 
 from __future__ import annotations
@@ -11,20 +19,119 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.paginator import Paginator
+from django.db import connections, router
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.functional import cached_property
 
-from pgtaskq.contrib.django.models import FinishedJob, Job
+from pgtaskq.contrib.django.models import FinishedJob, Job, schema_of
 from pgtaskq.errors import PgtaskqError
+from pgtaskq.sql import admin as statements
+from pgtaskq.sql import render
 
 ACTION_LIMIT = 1000
 """Jobs one action handles at most (the admin's "select all" can mean millions)."""
+
+CHOICES_LIMIT = 1000
+"""Task or queue names one filter offers at most."""
+
+COUNT_LIMIT = 10_000
+"""Rows a list counts at most (200 pages of 50)."""
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most ``COUNT_LIMIT + 1`` rows: ``SELECT count(*) FROM (... LIMIT n)``."""
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list[: COUNT_LIMIT + 1].count()
+
+
+class StatusFilter(admin.SimpleListFilter):
+    """The statuses of one table: a fixed set, so no query."""
+
+    title = "status"
+    parameter_name = "status"
+    statuses: tuple[str, ...] = ()
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(status, status) for status in self.statuses]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(status=self.value()) if self.value() else queryset
+
+
+class LiveStatusFilter(StatusFilter):
+    statuses = ("queued", "running")
+
+
+class FinishedStatusFilter(StatusFilter):
+    statuses = ("succeeded", "failed", "cancelled")
+
+
+class NameFilter(admin.SimpleListFilter):
+    """Task or queue names read by one statement of :mod:`pgtaskq.sql.admin`, with the
+    names of the tasks this project registers and the value chosen now."""
+
+    statement = ""
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        model = model_admin.model
+        query = render(schema_of(model), self.statement)
+        with connections[router.db_for_read(model)].cursor() as cur:
+            cur.execute(query, {"limit": CHOICES_LIMIT})
+            names = {row[0] for row in cur.fetchall()}
+        names |= self.registered()
+        if self.value():
+            names.add(self.value())
+        return [(name, name) for name in sorted(names)[:CHOICES_LIMIT]]
+
+    def registered(self) -> set[str]:
+        from pgtaskq.contrib.django.conf import get_queue
+
+        try:
+            tasks = get_queue().tasks.values()
+        except PgtaskqError:  # bad settings: the system check says so, the page still works
+            return set()
+        if self.parameter_name == "queue":
+            return {task.queue for task in tasks}
+        return {task.name for task in tasks}
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if not self.value():
+            return queryset
+        return queryset.filter(**{self.parameter_name: self.value()})
+
+
+class LiveTaskFilter(NameFilter):
+    title = parameter_name = "task"
+    statement = statements.ADMIN_JOB_TASKS
+
+
+class LiveQueueFilter(NameFilter):
+    title = parameter_name = "queue"
+    statement = statements.ADMIN_JOB_QUEUES
+
+
+class FinishedTaskFilter(NameFilter):
+    title = parameter_name = "task"
+    statement = statements.ADMIN_HISTORY_TASKS
+
+    def registered(self) -> set[str]:
+        return set()  # a task with no finished job would only list nothing
+
+
+class FinishedQueueFilter(NameFilter):
+    title = parameter_name = "queue"
+    statement = statements.ADMIN_HISTORY_QUEUES
 
 
 class ReadOnlyJobAdmin(admin.ModelAdmin):
     search_fields = ("=id", "=task")
     show_full_result_count = False
     list_per_page = 50
+    paginator = CappedCountPaginator
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -69,7 +176,7 @@ class ReadOnlyJobAdmin(admin.ModelAdmin):
 class JobAdmin(ReadOnlyJobAdmin):
     list_display = ("id", "task", "queue", "status", "priority", "attempts_of", "run_at",
                     "worker_id", "cancel_requested")
-    list_filter = ("status", "queue", "task")
+    list_filter = (LiveStatusFilter, LiveQueueFilter, LiveTaskFilter)
     actions = ("cancel_jobs",)
 
     @admin.action(description="Cancel selected jobs", permissions=("view",))
@@ -81,7 +188,8 @@ class JobAdmin(ReadOnlyJobAdmin):
 class FinishedJobAdmin(ReadOnlyJobAdmin):
     list_display = ("id", "task", "queue", "status", "attempts_of", "finished_at",
                     "error_line")
-    list_filter = ("status", "queue", "task", "finished_at")
+    list_filter = (FinishedStatusFilter, FinishedQueueFilter, FinishedTaskFilter,
+                   "finished_at")
     actions = ("retry_jobs",)
 
     @admin.action(description="Retry selected failed or cancelled jobs",

@@ -19,17 +19,26 @@ from pgtaskq.errors import ConfigurationError
 from pgtaskq.sql import validate_schema_name
 
 
-def table(name: str) -> str:
-    """``"schema"."name"`` for the configured schema (Django keeps a quoted name as is)."""
+def configured_schema() -> str:
+    """The schema of pgtaskq's tables as the settings name it now."""
     from pgtaskq.contrib.django.conf import get_settings
 
     try:
         schema = get_settings()["SCHEMA"] or os.environ.get("PGTASKQ_SCHEMA")
-        schema = validate_schema_name(schema or defaults.SCHEMA)
+        return validate_schema_name(schema or defaults.SCHEMA)
     except ConfigurationError:
         # a bad PGTASKQ must not break app loading: the system check reports it
-        schema = defaults.SCHEMA
-    return f'"{schema}"."{name}"'
+        return defaults.SCHEMA
+
+
+def table(name: str) -> str:
+    """``"schema"."name"`` for the configured schema (Django keeps a quoted name as is)."""
+    return f'"{configured_schema()}"."{name}"'
+
+
+def schema_of(model: type[models.Model]) -> str:
+    """The schema of ``model``'s table, as read when Django loaded the app."""
+    return model._meta.db_table.split('"')[1]
 
 
 class JobFields(models.Model):

@@ -45,7 +45,8 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        return self.object_list[: COUNT_LIMIT + 1].count()
+        # unordered: the first rows that match, in whatever order the plan reads them
+        return self.object_list.order_by()[: COUNT_LIMIT + 1].count()
 
 
 class StatusFilter(admin.SimpleListFilter):

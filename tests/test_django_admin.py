@@ -204,10 +204,11 @@ def test_changelist_pages_do_not_read_whole_tables(pgtaskq_dsn, tq, db,
             ("/admin/pgtaskq/finishedjob/", f'"{tq.schema}".job_history',
              {f"app.old.t{i}" for i in range(5)}, {"done0", "done1", "done2"}),
         ):
-            before = rows_read(db, admin, table)
-            page = admin.get(path)
-            read = rows_read(db, admin, table) - before
-            assert read < TABLE_ROWS // 2, f"{path} read {read:,} rows of {table}"
+            for asked in (path + "?_facets=True", path):  # Django 5 counts per choice
+                before = rows_read(db, admin, table)
+                page = admin.get(asked)
+                read = rows_read(db, admin, table) - before
+                assert read < TABLE_ROWS // 2, f"{asked} read {read:,} rows of {table}"
             assert len(listed_ids(page)) == 50
             assert tasks <= filter_choices(page, "task")
             assert queues <= filter_choices(page, "queue")

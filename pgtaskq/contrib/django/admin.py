@@ -11,7 +11,8 @@ Every changelist page must cost what its 50 rows cost, whatever the size of the 
   task and queue names come from index probes and the registries
   (:mod:`pgtaskq.sql.admin`), plus the tasks this project registers;
 - lists count at most ``COUNT_LIMIT + 1`` rows (Django counts the whole filtered table for
-  its paginator); past that the page says ``COUNT_LIMIT + 1`` and pages up to there.
+  its paginator); past that the page says ``COUNT_LIMIT + 1`` and pages up to there;
+- no facet counts (Django 5's "show counts": one count per choice, over the whole table).
 """
 
 from __future__ import annotations
@@ -133,6 +134,8 @@ class ReadOnlyJobAdmin(admin.ModelAdmin):
     show_full_result_count = False
     list_per_page = 50
     paginator = CappedCountPaginator
+    if hasattr(admin, "ShowFacets"):  # Django >= 5.0: a count per choice over the table
+        show_facets = admin.ShowFacets.NEVER
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

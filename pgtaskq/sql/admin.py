@@ -22,7 +22,7 @@ Each query stops after ``%(limit)s`` names.
 from __future__ import annotations
 
 _PARKED_TASKS = """
-parked_tasks (task) AS (
+parked_tasks AS (
     (SELECT task FROM {schema}.jobs WHERE parked ORDER BY task LIMIT 1)
     UNION ALL
     SELECT (SELECT j.task FROM {schema}.jobs AS j
@@ -31,7 +31,7 @@ parked_tasks (task) AS (
 )"""
 
 _READY_QUEUES = """
-ready_queues (queue) AS (
+ready_queues AS (
     (SELECT queue FROM {schema}.jobs WHERE status = 'queued' AND NOT parked
      ORDER BY queue LIMIT 1)
     UNION ALL
@@ -42,7 +42,7 @@ ready_queues (queue) AS (
 )"""
 
 _HISTORY_TASKS = """
-history_tasks (task) AS (
+history_tasks AS (
     (SELECT task FROM {schema}.job_history ORDER BY task LIMIT 1)
     UNION ALL
     SELECT (SELECT h.task FROM {schema}.job_history AS h

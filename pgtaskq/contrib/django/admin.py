@@ -4,7 +4,7 @@ Nothing is added, edited or deleted through the ORM: the actions call the queue'
 ``cancel`` and ``retry``, the statements workers and the CLI use. Search is by exact id or
 task name.
 
-Every changelist page must cost what its 50 rows cost, whatever the size of the tables:
+A page's cost must not grow with the tables (millions of queued jobs, days of history):
 
 - the filters' choices never come from ``SELECT DISTINCT`` over the table (Django's default
   for a field, a sequential scan of every job on every page). Statuses are a fixed set;
@@ -13,6 +13,10 @@ Every changelist page must cost what its 50 rows cost, whatever the size of the 
 - lists count at most ``COUNT_LIMIT + 1`` rows (Django counts the whole filtered table for
   its paginator); past that the page says ``COUNT_LIMIT + 1`` and pages up to there;
 - no facet counts (Django 5's "show counts": one count per choice, over the whole table).
+
+Filtering by a task of ``job_history`` walks ``job_history_task``; other filters walk the
+primary key from the newest job and stop at 50 rows, so a value with few jobs (a task on
+``jobs``, which has no index on ``task``) still reads until it has found them.
 """
 
 from __future__ import annotations

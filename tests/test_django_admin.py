@@ -214,6 +214,7 @@ def test_changelist_pages_do_not_read_whole_tables(pgtaskq_dsn, tq, db,
                 read = rows_read(db, admin, table) - before
                 assert read < TABLE_ROWS // 2, f"{asked} read {read:,} rows of {table}"
             assert len(listed_ids(page)) == 50
+            assert "more than 10,000 " in page  # counted up to there
             assert tasks <= filter_choices(page, "task")
             assert queues <= filter_choices(page, "queue")
 
@@ -258,3 +259,4 @@ def test_filter_choices_name_what_the_tables_hold_and_filter(pgtaskq_dsn, tq, db
         # a name no source offers still filters (a link from elsewhere)
         page = admin.get("/admin/pgtaskq/job/?task=app.nowhere")
         assert listed_ids(page) == set() and "app.nowhere" in filter_choices(page, "task")
+        assert "0 live jobs" in page

@@ -11,7 +11,7 @@ A page's cost must not grow with the tables (millions of queued jobs, days of hi
   task and queue names come from index probes and the registries
   (:mod:`pgtaskq.sql.admin`), plus the tasks this project registers;
 - lists count at most ``COUNT_LIMIT + 1`` rows (Django counts the whole filtered table for
-  its paginator); past that the page says ``COUNT_LIMIT + 1`` and pages up to there;
+  its paginator); past that the page says "more than 10,000" and pages up to there;
 - no facet counts (Django 5's "show counts": one count per choice, over the whole table).
 
 Filtering by a task of ``job_history`` walks ``job_history_task``; other filters walk the
@@ -45,13 +45,22 @@ COUNT_LIMIT = 10_000
 """Rows a list counts at most (200 pages of 50)."""
 
 
+class MoreThan(int):
+    """A count that stopped past its limit: pages are counted up to it, the page says
+    "more than 10,000 live jobs"."""
+
+    def __str__(self) -> str:
+        return f"more than {int(self) - 1:,}"
+
+
 class CappedCountPaginator(Paginator):
     """Counts at most ``COUNT_LIMIT + 1`` rows: ``SELECT count(*) FROM (... LIMIT n)``."""
 
     @cached_property
     def count(self) -> int:
         # unordered: the first rows that match, in whatever order the plan reads them
-        return self.object_list.order_by()[: COUNT_LIMIT + 1].count()
+        counted = self.object_list.order_by()[: COUNT_LIMIT + 1].count()
+        return MoreThan(counted) if counted > COUNT_LIMIT else counted
 
 
 class StatusFilter(admin.SimpleListFilter):

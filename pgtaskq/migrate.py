@@ -26,6 +26,7 @@ import psycopg
 
 from pgtaskq import defaults
 from pgtaskq._version import __version__
+from pgtaskq.backoff import Backoff
 from pgtaskq.errors import PgtaskqError, SchemaNotInstalledError, SchemaVersionError
 from pgtaskq.sql import migrations, render
 
@@ -73,18 +74,17 @@ def _giving_way(schema: str, what: str, attempt: Callable[[], T]) -> T:
     """``attempt()`` (one transaction), tried again after a pause whenever a lock it needs
     was not free within ``MIGRATION_LOCK_TIMEOUT``, for ``MIGRATION_LOCK_PATIENCE``."""
     deadline = time.monotonic() + MIGRATION_LOCK_PATIENCE
-    pause = 0.5
-    tries = 0
+    backoff = Backoff(0.5, 10.0)
     while True:
-        tries += 1
         try:
             return attempt()
         except psycopg.errors.LockNotAvailable as exc:
+            pause = backoff.failed()
             if time.monotonic() + pause > deadline:
                 raise PgtaskqError(
                     f"could not {what} schema {schema!r}: a lock it needs on pgtaskq's "
                     f"tables stayed held by another transaction for "
-                    f"{MIGRATION_LOCK_PATIENCE:.0f} s ({tries} tries of "
+                    f"{MIGRATION_LOCK_PATIENCE:.0f} s ({backoff.failures} tries of "
                     f"{MIGRATION_LOCK_TIMEOUT:g} s, the queue kept running in between); "
                     "find it with pg_locks and pg_stat_activity, end it and run the "
                     "command again") from exc
@@ -92,7 +92,6 @@ def _giving_way(schema: str, what: str, attempt: Callable[[], T]) -> T:
                         "transaction; giving way and trying again in %.1f s", what, schema,
                         pause)
             time.sleep(pause)
-            pause = min(pause * 2, 10.0)
 
 
 def installed_version(conn: psycopg.Connection, schema: str) -> int:

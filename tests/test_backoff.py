@@ -1,8 +1,8 @@
-"""``pgtaskq.worker.backoff.Backoff``: the pause after consecutive failures."""
+"""``pgtaskq.backoff.Backoff``: the pause after consecutive failures."""
 
 from __future__ import annotations
 
-from pgtaskq.worker.backoff import Backoff
+from pgtaskq.backoff import Backoff
 
 
 def test_doubles_from_first_up_to_cap_and_resets():

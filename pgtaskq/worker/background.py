@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from pgtaskq.backoff import Backoff
 from pgtaskq.errors import first_line
-from pgtaskq.worker.backoff import Backoff
 
 log = logging.getLogger("pgtaskq.worker")
 

@@ -16,10 +16,10 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from pgtaskq.backoff import Backoff
 from pgtaskq.context import JobContext
 from pgtaskq.errors import first_line
 from pgtaskq.sql import worker as worker_sql
-from pgtaskq.worker.backoff import Backoff
 from pgtaskq.worker.database import Statements, load_jsonb_as_text
 from pgtaskq.worker.held import HeldJob
 from pgtaskq.worker.outcome import Outcome

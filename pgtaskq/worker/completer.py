@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from pgtaskq import defaults
+from pgtaskq.backoff import Backoff
 from pgtaskq.errors import first_line
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.storable import safe_text
 from pgtaskq.worker import rollup
-from pgtaskq.worker.backoff import Backoff
 from pgtaskq.worker.database import Statements
 from pgtaskq.worker.outcome import Outcome
 

@@ -26,8 +26,8 @@ import psycopg
 from psycopg import sql
 
 from pgtaskq import forking
+from pgtaskq.backoff import Backoff
 from pgtaskq.errors import first_line
-from pgtaskq.worker.backoff import Backoff
 
 log = logging.getLogger("pgtaskq.worker")
 

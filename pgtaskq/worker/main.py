@@ -30,11 +30,11 @@ from psycopg_pool import PoolTimeout
 
 from pgtaskq import embedded, forking
 from pgtaskq._version import __version__
+from pgtaskq.backoff import Backoff
 from pgtaskq.errors import ConfigurationError
 from pgtaskq.pool import LivenessCheck, open_pool
 from pgtaskq.sql import worker as worker_sql
 from pgtaskq.worker import systemd
-from pgtaskq.worker.backoff import Backoff
 from pgtaskq.worker.cancels import Cancels
 from pgtaskq.worker.capacity import Capacity
 from pgtaskq.worker.claimer import Claimer

@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING
 
 from psycopg import sql
 
+from pgtaskq.backoff import Backoff
 from pgtaskq.cron import RUN_ONCE, Schedule
 from pgtaskq.errors import first_line
 from pgtaskq.sql import cron as cron_sql
-from pgtaskq.worker.backoff import Backoff
 from pgtaskq.worker.database import Statements
 
 if TYPE_CHECKING:

@@ -1,6 +1,8 @@
 """The growing pause after consecutive failures, shared by every loop of the worker that
 talks to the database (claims, acknowledgements, LISTEN, the periodic threads, cron, the
 hand-back): a database restart must make none of them spin, nor wait longer than ``cap``.
+Migrations that give way to a lock (``pgtaskq.migrate``) pause by it too, which is why it
+lives outside the worker package (the producer side never imports that).
 """
 
 from __future__ import annotations

@@ -70,10 +70,13 @@ def _milliseconds(seconds: float) -> str:
     return str(max(1, round(seconds * 1000)))
 
 
-def _giving_way(schema: str, what: str, attempt: Callable[[], T]) -> T:
+def _giving_way(schema: str, what: str, attempt: Callable[[], T],
+                patience: float | None = None) -> T:
     """``attempt()`` (one transaction), tried again after a pause whenever a lock it needs
-    was not free within ``MIGRATION_LOCK_TIMEOUT``, for ``MIGRATION_LOCK_PATIENCE``."""
-    deadline = time.monotonic() + MIGRATION_LOCK_PATIENCE
+    was not free within ``MIGRATION_LOCK_TIMEOUT``, for ``patience`` seconds
+    (``MIGRATION_LOCK_PATIENCE`` by default)."""
+    patience = MIGRATION_LOCK_PATIENCE if patience is None else patience
+    deadline = time.monotonic() + patience
     backoff = Backoff(0.5, 10.0)
     while True:
         try:
@@ -84,7 +87,7 @@ def _giving_way(schema: str, what: str, attempt: Callable[[], T]) -> T:
                 raise PgtaskqError(
                     f"could not {what} schema {schema!r}: a lock it needs on pgtaskq's "
                     f"tables stayed held by another transaction for "
-                    f"{MIGRATION_LOCK_PATIENCE:.0f} s ({backoff.failures} tries of "
+                    f"{patience:.0f} s ({backoff.failures} tries of "
                     f"{MIGRATION_LOCK_TIMEOUT:g} s, the queue kept running in between); "
                     "find it with pg_locks and pg_stat_activity, end it and run the "
                     "command again") from exc
@@ -159,16 +162,20 @@ def _bring_record_up_to_date(conn: psycopg.Connection, schema: str) -> None:
         conn.execute(render(schema, migrations.ADD_CREATED_SCHEMA_COLUMN))
 
 
-def uninstall(conn: psycopg.Connection, schema: str) -> bool:
+def uninstall(conn: psycopg.Connection, schema: str, *,
+              lock_patience: float | None = None) -> bool:
     """Drop what pgtaskq's install record says it created; return whether it was installed.
 
     Only the objects of the versions recorded in ``schema_version`` are dropped, by name,
     newest version first, and never ``DROP SCHEMA ... CASCADE``: a schema that also holds
     the user's tables keeps them, and a schema with no install record is not touched at
     all, even when it holds tables named ``jobs`` or ``workers``. The schema itself goes
-    only when pgtaskq created it and nothing else lives in it.
+    only when pgtaskq created it and nothing else lives in it. ``lock_patience``: how long
+    to keep giving way to transactions that hold locks on its tables (default
+    ``MIGRATION_LOCK_PATIENCE``).
     """
-    return _giving_way(schema, "uninstall", lambda: _uninstall_once(conn, schema))
+    return _giving_way(schema, "uninstall", lambda: _uninstall_once(conn, schema),
+                       lock_patience)
 
 
 def _uninstall_once(conn: psycopg.Connection, schema: str) -> bool:

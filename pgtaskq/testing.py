@@ -15,6 +15,7 @@ To run queued jobs inside a test without a worker, see ``pgtaskq.inline.run_queu
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -87,16 +88,24 @@ def schema_name() -> str:
     return f"t_{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture
-def tq(pgtaskq_dsn: str, schema_name: str) -> Iterator[TaskQueue]:
-    """A TaskQueue installed in a schema of its own, removed after the test."""
-    queue = TaskQueue(pgtaskq_dsn, schema=schema_name, pool_max_size=4)
+@contextlib.contextmanager
+def installed_queue(dsn: str, schema: str) -> Iterator[TaskQueue]:
+    """A TaskQueue installed in ``schema`` (a name no other test uses), closed and its
+    schema removed afterwards."""
+    queue = TaskQueue(dsn, schema=schema, pool_max_size=4)
     queue.install()
     try:
         yield queue
     finally:
         queue.close()
-        _drop_test_schema(pgtaskq_dsn, schema_name)
+        _drop_test_schema(dsn, schema)
+
+
+@pytest.fixture
+def tq(pgtaskq_dsn: str, schema_name: str) -> Iterator[TaskQueue]:
+    """A TaskQueue installed in a schema of its own, removed after the test."""
+    with installed_queue(pgtaskq_dsn, schema_name) as queue:
+        yield queue
 
 
 def _drop_test_schema(dsn: str, schema: str) -> None:

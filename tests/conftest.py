@@ -12,6 +12,7 @@ from psycopg import conninfo, sql
 from worker_helpers import TESTS, create_runs_table
 
 from pgtaskq import TaskQueue
+from pgtaskq.testing import installed_queue
 
 
 @pytest.fixture
@@ -52,13 +53,9 @@ def private_dsn(pgtaskq_dsn: str) -> Iterator[str]:
 
 @pytest.fixture
 def private_tq(private_dsn: str, schema_name: str) -> Iterator[TaskQueue]:
-    """``tq`` in a database of its own (``private_dsn``); its database goes with it."""
-    queue = TaskQueue(private_dsn, schema=schema_name, pool_max_size=4)
-    queue.install()
-    try:
+    """``tq`` in a database of its own (``private_dsn``)."""
+    with installed_queue(private_dsn, schema_name) as queue:
         yield queue
-    finally:
-        queue.close()
 
 
 @pytest.fixture

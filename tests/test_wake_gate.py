@@ -21,6 +21,8 @@ from test_wake_wanted import SLOW_POLL, add_worker, waiting_since
 from worker_helpers import FAST, runs
 
 from pgtaskq import TaskQueue, migrate
+from pgtaskq.sql import render
+from pgtaskq.sql import worker as worker_sql
 from pgtaskq.testing import wait_until
 
 APP = "apps.basic:tq"
@@ -46,8 +48,9 @@ def wake_wanted_calls(tq: TaskQueue, dsn: str, enqueue_count: int = 5) -> int:
 
 
 def set_waiting(db: psycopg.Connection, schema: str, worker_id: int, waiting: bool) -> None:
-    db.execute(sql.SQL("UPDATE {}.workers SET waiting_since = CASE WHEN %s THEN now() END "
-                       "WHERE id = %s").format(sql.Identifier(schema)), (waiting, worker_id))
+    """Announce or withdraw as a worker does (``pgtaskq.worker.waiting``)."""
+    db.execute(render(schema, worker_sql.ANNOUNCE_WAITING),
+               {"worker_id": worker_id, "waiting": waiting})
 
 
 def worker_ids(db: psycopg.Connection, schema: str) -> list[int]:
